@@ -1,0 +1,40 @@
+# vfhotplug: every target does its own set-up on a fresh Debian 12 machine (as root).
+PY      := .venv/bin/python
+VENV    := .venv/.stamp
+PROTOC  := $(PY) -m grpc_tools.protoc
+PKGS    := nri_plugin oci_hooks host_side
+
+.PHONY: demo test bench lint type proto check testbed-containerd clean
+
+$(VENV): pyproject.toml scripts/bootstrap.sh
+	bash scripts/bootstrap.sh
+
+# The real containerd 1.7 with NRI under build/containerd (tests, bench and demo share it).
+testbed-containerd: $(VENV)
+	bash testbed/containerd/setup.sh
+
+demo: $(VENV) testbed-containerd
+	$(PY) -m tests.demo
+
+test: $(VENV) testbed-containerd
+	$(PY) -m pytest -q
+
+bench: $(VENV) testbed-containerd
+	$(PY) -m tests.bench
+
+lint: $(VENV)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+type: $(VENV)
+	$(PY) -m mypy $(PKGS) tests
+
+check: lint type test
+
+# Regenerates the checked-in protobuf modules from proto/.
+proto: $(VENV)
+	$(PROTOC) -Iproto --python_out=. --pyi_out=. proto/nri_plugin/nri_pb/*.proto
+	$(PROTOC) -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/host_side/api/*.proto
+
+clean:
+	rm -rf build .venv .mypy_cache .ruff_cache .pytest_cache
