@@ -49,10 +49,15 @@ def encode_ttrpc(stream_id: int, msg_type: int, data: bytes, flags: int = 0) -> 
 
 
 class MuxDecoder:
-    """Splits the socket's byte stream into (conn_id, payload) frames."""
+    """Splits the socket's byte stream into (conn_id, payload) frames.
+
+    A broken frame does not hide the good frames before it: `feed` returns those and sets `error`; the
+    caller handles them, then gives up on the connection.
+    """
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self.error: FramingError | None = None
 
     @property
     def pending(self) -> int:
@@ -60,14 +65,20 @@ class MuxDecoder:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        if self.error is not None:
+            raise self.error
         self._buf += data
         frames: list[tuple[int, bytes]] = []
         while len(self._buf) >= MUX_HEADER.size:
             conn_id, length = MUX_HEADER.unpack_from(self._buf)
             if conn_id == 0:
-                raise FramingError("mux frame for reserved connection id 0")
-            if length > MAX_MUX_PAYLOAD:
-                raise FramingError(f"mux frame of {length} bytes is over the {MAX_MUX_PAYLOAD}-byte limit")
+                self.error = FramingError("mux frame for reserved connection id 0")
+            elif length > MAX_MUX_PAYLOAD:
+                self.error = FramingError(
+                    f"mux frame of {length} bytes is over the {MAX_MUX_PAYLOAD}-byte limit"
+                )
+            if self.error is not None:
+                break
             end = MUX_HEADER.size + length
             if len(self._buf) < end:
                 break

@@ -162,6 +162,8 @@ class MuxTtrpcConnection:
                         raise FramingError(f"mux frame for unknown connection id {conn_id}")
                     for msg in decoder.feed(payload):
                         self._dispatch(conn_id, msg)
+                if mux.error is not None:
+                    raise mux.error
         except FramingError as e:
             reason = f"protocol error: {e}"
         except OSError as e:

@@ -194,6 +194,7 @@ def test_broken_peer_closes_the_connection_with_a_clear_reason(raw: bytes, reaso
             b.shutdown(socket.SHUT_WR)
         assert rt.closed_by_peer()
         runner.join(5)
+    b.close()
     assert not runner.is_alive()
     assert any(reason in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
 
