@@ -145,6 +145,7 @@ class Containerd:
         """SIGTERM and wait for exit. Pods and their shims keep running."""
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
+            self._layout.pid_path.unlink(missing_ok=True)
             return
         started = time.monotonic()
         proc.terminate()
