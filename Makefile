@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 VENV    := .venv/.stamp
 PROTOC  := $(PY) -m grpc_tools.protoc
-PKGS    := nri_plugin oci_hooks host_side
+PKGS    := nri_plugin oci_hooks host_side testbed
 
 .PHONY: demo test bench lint type proto check testbed-containerd clean
 
