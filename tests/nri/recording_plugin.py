@@ -73,7 +73,7 @@ class RecordingNriPlugin:
         annotations = {"vfhotplug.io/test": "adjusted"}
         if ADJUST_BYTES in pod.annotations:
             annotations["vfhotplug.io/bulk"] = "b" * int(pod.annotations[ADJUST_BYTES])
-        mounts = ()
+        mounts: tuple[Mount, ...] = ()
         if MOUNT_SOURCE in pod.annotations:
             mounts = (Mount("/etc/vfhotplug-test", pod.annotations[MOUNT_SOURCE]),)
         return ContainerAdjustment(

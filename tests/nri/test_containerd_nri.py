@@ -110,8 +110,9 @@ def test_handler_error_fails_the_pod_with_our_message(containerd, plugin) -> Non
     rt = containerd.runtime()
     with pytest.raises(grpc.RpcError) as err:
         run_pod(rt, "nri-fail", annotations={FAIL: "pool 'fast' has no free VF"})
-    assert "pool 'fast' has no free VF" in err.value.details()
-    assert "run_pod_sandbox for pod default/nri-fail" in err.value.details()
+    details = str(err.value.details())
+    assert "pool 'fast' has no free VF" in details
+    assert "run_pod_sandbox for pod default/nri-fail" in details
     pods = rt.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items
     assert [p.id for p in pods if p.metadata.name == "nri-fail"] == []
 
