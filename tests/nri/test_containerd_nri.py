@@ -12,6 +12,8 @@ from pathlib import Path
 import grpc
 import pytest
 from cri_api.v1 import api_pb2
+
+from nri_plugin.stub import Stub
 from testbed.containerd import (
     Containerd,
     create_container,
@@ -22,8 +24,6 @@ from testbed.containerd import (
     start_container,
     stop_and_remove_pod,
 )
-
-from nri_plugin.stub import Stub
 from tests.nri.recording_plugin import ADJUST_BYTES, FAIL, MOUNT_SOURCE, RecordingNriPlugin
 
 pytestmark = pytest.mark.containerd
