@@ -218,8 +218,8 @@ class Stub:
 
     def _synchronize(self, payload: bytes, started: float, budget: float) -> Message:
         req = _parse(_nri.SynchronizeRequest, payload)
-        pods = [PodInfo.from_pb(p) for p in req.pods]
-        containers = [ContainerInfo.from_pb(c) for c in req.containers]
+        pods = [_pod(p) for p in req.pods]
+        containers = [_container(c) for c in req.containers]
         fn = getattr(self._plugin, "synchronize", None)
         if callable(fn):
             self._guarded("Synchronize", None, fn, pods, containers)
@@ -238,24 +238,20 @@ class Stub:
         if name is None or not callable(fn):
             log.debug("NRI: ignoring unsubscribed event %d", req.event)
             return _nri.Empty()
-        pod = PodInfo.from_pb(req.pod)
+        pod = _pod(req.pod)
         ctx = EventContext(name, started, budget)
         if req.event in _POD_EVENTS:
             self._timed(ctx, pod, fn, pod, ctx)
         else:
-            self._timed(ctx, pod, fn, pod, ContainerInfo.from_pb(req.container), ctx)
+            self._timed(ctx, pod, fn, pod, _container(req.container), ctx)
         return _nri.Empty()
 
     def _create_container(self, payload: bytes, started: float, budget: float) -> Message:
         req = _parse(_nri.CreateContainerRequest, payload)
-        pod = PodInfo.from_pb(req.pod)
+        pod = _pod(req.pod)
         ctx = EventContext("create_container", started, budget)
         fn = getattr(self._plugin, "create_container", None)
-        adjust = (
-            self._timed(ctx, pod, fn, pod, ContainerInfo.from_pb(req.container), ctx)
-            if callable(fn)
-            else None
-        )
+        adjust = self._timed(ctx, pod, fn, pod, _container(req.container), ctx) if callable(fn) else None
         resp = _nri.CreateContainerResponse()
         if adjust is not None:
             if not isinstance(adjust, ContainerAdjustment):
@@ -263,7 +259,7 @@ class Stub:
                     CODE_UNKNOWN,
                     f"create_container returned {type(adjust).__name__}, not ContainerAdjustment",
                 )
-            resp.adjust.CopyFrom(adjust.to_pb())
+            resp.adjust.CopyFrom(_adjustment_pb(adjust))
         return resp
 
     _methods: Mapping[str, Callable[[Stub, bytes, float, float], Message]] = {
@@ -298,6 +294,51 @@ class Stub:
             where = f" for pod {pod.ref}" if pod else ""
             log.exception("NRI: %s%s failed", event, where)
             raise RpcError(CODE_UNKNOWN, f"vfhotplug: {event}{where} failed: {e}") from e
+
+
+def _pod(pb: _nri.PodSandbox) -> PodInfo:
+    netns = next((ns.path for ns in pb.linux.namespaces if ns.type == "network" and ns.path), None)
+    return PodInfo(
+        id=pb.id,
+        name=pb.name,
+        uid=pb.uid,
+        namespace=pb.namespace,
+        annotations=dict(pb.annotations),
+        labels=dict(pb.labels),
+        netns=netns,
+        pid=pb.pid,
+    )
+
+
+def _container(pb: _nri.Container) -> ContainerInfo:
+    return ContainerInfo(
+        id=pb.id,
+        pod_id=pb.pod_sandbox_id,
+        name=pb.name,
+        annotations=dict(pb.annotations),
+        labels=dict(pb.labels),
+        env=tuple(pb.env),
+        pid=pb.pid,
+    )
+
+
+def _adjustment_pb(adj: ContainerAdjustment) -> _nri.ContainerAdjustment:
+    pb = _nri.ContainerAdjustment()
+    pb.annotations.update(adj.annotations)
+    pb.env.extend(_nri.KeyValue(key=k, value=v) for k, v in adj.env.items())
+    pb.mounts.extend(
+        _nri.Mount(destination=m.destination, source=m.source, type=m.type, options=list(m.options))
+        for m in adj.mounts
+    )
+    for d in adj.devices:
+        dev = pb.linux.devices.add(path=d.path, type=d.type, major=d.major, minor=d.minor)
+        if d.file_mode is not None:
+            dev.file_mode.value = d.file_mode
+        if d.uid is not None:
+            dev.uid.value = d.uid
+        if d.gid is not None:
+            dev.gid.value = d.gid
+    return pb
 
 
 def _parse(cls: type[_M], payload: bytes) -> _M:
