@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stops the libvirtd and virtlogd that start.sh started (by their pid files) and restores /dev/kvm.
 # Running domains are destroyed by libvirtd's own shutdown only if configured; tests destroy theirs.
+# stop.sh --private DIR stops only the private libvirtd of `start.sh --private DIR`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -13,6 +14,10 @@ stop() {
   echo "stop: pid $pid from $pidfile did not exit within 5 s" >&2
   return 1
 }
+if [ "${1:-}" = --private ]; then
+  stop "$2/libvirtd.pid"
+  exit 0
+fi
 stop /run/libvirtd.pid
 stop /run/virtlogd.pid
 if [ -e build/libvirt/kvm-mode.orig ]; then
