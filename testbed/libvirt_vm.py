@@ -152,6 +152,21 @@ class TestVm:
                 )
             time.sleep(0.05)
 
+    def has_device(self, bdf: str, mac: str) -> bool:
+        """The guest reported a device at `bdf` with a netdev of MAC `mac` (ever)."""
+        return any(e.kind == "add" and e.bdf == bdf and e.mac == mac for e in self.pci_events())
+
+    def lost_device(self, bdf: str) -> bool:
+        """The guest's last report about `bdf` is its removal."""
+        events = [e for e in self.pci_events() if e.bdf == bdf]
+        return bool(events) and events[-1].kind == "del"
+
+    def wait_for_device(self, bdf: str, mac: str, timeout_s: float) -> None:
+        self.wait_for_console(lambda _: self.has_device(bdf, mac), timeout_s, f"PCI-ADD {bdf} with MAC {mac}")
+
+    def wait_for_removal(self, bdf: str, timeout_s: float) -> None:
+        self.wait_for_console(lambda _: self.lost_device(bdf), timeout_s, f"PCI-DEL {bdf}")
+
     def destroy(self) -> None:
         try:
             self.domain.destroy()

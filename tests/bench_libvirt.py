@@ -13,7 +13,6 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 from host_side.backend import VfRef, VfSettings, lease_alias
@@ -26,18 +25,6 @@ _VF = VfRef("bench-pf", PciAddress.parse("0000:3b:00.0"), 0, PciAddress.parse("0
 
 def _ms(values: list[float]) -> str:
     return f"{statistics.median(values) * 1000:9.2f}"
-
-
-def _guest_has(vm: TestVm, bdf: str, mac: str) -> Callable[[str], bool]:
-    return lambda _: any(e.kind == "add" and e.bdf == bdf and e.mac == mac for e in vm.pci_events())
-
-
-def _guest_lost(vm: TestVm, bdf: str) -> Callable[[str], bool]:
-    def lost(_: str) -> bool:
-        events = [e for e in vm.pci_events() if e.bdf == bdf]
-        return bool(events) and events[-1].kind == "del"
-
-    return lost
 
 
 def run(cycles: int) -> dict[str, list[float]]:
@@ -59,13 +46,13 @@ def run(cycles: int) -> dict[str, list[float]]:
                 dev = hp.attach(vm.name, _VF, alias, VfSettings(mac=mac), 30.0)
                 samples["attach total"].append(time.monotonic() - t0)
                 bdf = str(dev.guest_pci)
-                vm.wait_for_console(_guest_has(vm, bdf, mac), 30.0, f"PCI-ADD {bdf} {mac}")
+                vm.wait_for_device(bdf, mac, 30.0)
                 samples["attach until guest sees it"].append(time.monotonic() - t0)
                 op = "detach"
                 t0 = time.monotonic()
                 hp.detach(vm.name, alias, 30.0)
                 samples["detach total"].append(time.monotonic() - t0)
-                vm.wait_for_console(_guest_lost(vm, bdf), 30.0, f"PCI-DEL {bdf}")
+                vm.wait_for_removal(bdf, 30.0)
                 samples["detach until guest lost it"].append(time.monotonic() - t0)
         finally:
             hp.close()

@@ -74,15 +74,6 @@ def mac_for(n: int) -> str:
     return f"52:54:00:5e:{os.getpid() % 256:02x}:{n:02x}"
 
 
-def guest_has(vm: TestVm, bdf: str, mac: str) -> bool:
-    return any(e.kind == "add" and e.bdf == bdf and e.mac == mac for e in vm.pci_events())
-
-
-def guest_lost(vm: TestVm, bdf: str) -> bool:
-    events = [e for e in vm.pci_events() if e.bdf == bdf]
-    return bool(events) and events[-1].kind == "del"
-
-
 @pytest.mark.parametrize("nic_model", ["e1000e", "virtio"])
 def test_attach_shows_in_guest_with_lease_mac_and_detach_removes_it(
     vm: TestVm, libvirtd: str, nic_model: str
@@ -96,14 +87,14 @@ def test_attach_shows_in_guest_with_lease_mac_and_detach_removes_it(
     assert device.alias == alias and device.mac == mac
     assert device.guest_pci is not None
     bdf = str(device.guest_pci)
-    vm.wait_for_console(lambda _: guest_has(vm, bdf, mac), GUEST_TIMEOUT_S, f"PCI-ADD {bdf} with MAC {mac}")
+    vm.wait_for_device(bdf, mac, GUEST_TIMEOUT_S)
     assert hp.live_devices(vm.name) == {alias: device}
     assert phases.seen == ["libvirt_call", "event_wait"]
 
     hp.detach(vm.name, alias, GUEST_TIMEOUT_S)
 
     assert hp.live_devices(vm.name) == {}
-    vm.wait_for_console(lambda _: guest_lost(vm, bdf), GUEST_TIMEOUT_S, f"PCI-DEL {bdf}")
+    vm.wait_for_removal(bdf, GUEST_TIMEOUT_S)
     hp.close()
 
 
@@ -155,7 +146,7 @@ def test_release_of_paused_guest_completes_only_after_resume(
     assert hotplug.live_devices(vm.name) == {}
     assert device.guest_pci is not None
     bdf = str(device.guest_pci)
-    vm.wait_for_console(lambda _: guest_lost(vm, bdf), GUEST_TIMEOUT_S, f"PCI-DEL {bdf}")
+    vm.wait_for_removal(bdf, GUEST_TIMEOUT_S)
 
 
 def test_release_timeout_of_paused_guest_raises_and_keeps_device(vm: TestVm, hotplug: LibvirtHotplug) -> None:
@@ -196,6 +187,9 @@ def test_all_root_ports_used_fails_before_calling_libvirt(
         for n in range(4)
     ]
     assert sorted(d.guest_pci.bus for d in plugged if d.guest_pci) == [1, 2, 3, 4]
+    for d in plugged:
+        bdf, mac = str(d.guest_pci), d.mac or "-"
+        vm.wait_for_device(bdf, mac, GUEST_TIMEOUT_S)
     calls = phases.seen.count("libvirt_call")
 
     with pytest.raises(PreconditionFailed, match="needs spare pcie-root-ports"):
