@@ -197,6 +197,30 @@ def test_all_root_ports_used_fails_before_calling_libvirt(
     assert phases.seen.count("libvirt_call") == calls
 
 
+def test_parallel_attaches_get_distinct_root_ports(vm: TestVm, hotplug: LibvirtHotplug) -> None:
+    results: dict[int, PluggedDevice] = {}
+    failures: list[HostSideError] = []
+    start = threading.Barrier(4)
+
+    def attach(n: int) -> None:
+        start.wait()
+        try:
+            alias = lease_alias(f"par-{n}")
+            results[n] = hotplug.attach(vm.name, VF, alias, VfSettings(mac=mac_for(20 + n)), GUEST_TIMEOUT_S)
+        except HostSideError as e:  # reported to the test thread below
+            failures.append(e)
+
+    workers = [threading.Thread(target=attach, args=(n,)) for n in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(GUEST_TIMEOUT_S)
+
+    assert not failures
+    assert sorted(d.guest_pci.bus for d in results.values() if d.guest_pci) == [1, 2, 3, 4]
+    assert hotplug.live_devices(vm.name) == {d.alias: d for d in results.values()}
+
+
 def test_domain_states(vm: TestVm, hotplug: LibvirtHotplug, libvirtd: str, tmp_path: Path) -> None:
     assert hotplug.domain_running(vm.name)
     assert not hotplug.domain_running("vfhp-no-such-domain")
