@@ -4,7 +4,7 @@ VENV    := .venv/.stamp
 PROTOC  := $(PY) -m grpc_tools.protoc
 PKGS    := nri_plugin oci_hooks host_side testbed
 
-.PHONY: demo test bench lint type proto check testbed-containerd clean
+.PHONY: demo test bench lint type proto check testbed-containerd testbed-libvirt clean
 
 $(VENV): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
@@ -13,10 +13,14 @@ $(VENV): pyproject.toml scripts/bootstrap.sh
 testbed-containerd: $(VENV)
 	bash testbed/containerd/setup.sh
 
+# Tier C: libvirtd 9.0 + QEMU 7.2 (TCG) started by hand, guest image under build/libvirt.
+testbed-libvirt: $(VENV)
+	bash testbed/libvirt/setup.sh
+
 demo: $(VENV) testbed-containerd
 	$(PY) -m tests.demo
 
-test: $(VENV) testbed-containerd
+test: $(VENV) testbed-containerd testbed-libvirt
 	$(PY) -m pytest -q
 
 bench: $(VENV) testbed-containerd

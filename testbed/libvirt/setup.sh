@@ -15,7 +15,10 @@ mkdir -p "$OUT"
 
 # The guest kernel: the version bookworm's linux-image-amd64 points at, so the script keeps working as
 # Debian moves it. Only vmlinux and the initramfs are kept; the .deb stays as the download cache.
-if [ ! -s "$OUT/vmlinux" ] || [ ! -s "$OUT/initramfs.cpio.gz" ]; then
+# The initramfs is rebuilt whenever its scripts change.
+initramfs_sum=$(cat testbed/libvirt/build_initramfs.sh testbed/libvirt/guest-init.sh | sha256sum | cut -d' ' -f1)
+if [ ! -s "$OUT/vmlinux" ] || [ ! -s "$OUT/initramfs.cpio.gz" ] \
+  || [ "$(cat "$OUT/initramfs.sum" 2>/dev/null)" != "$initramfs_sum" ]; then
   kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
   [ -n "$kpkg" ] || { echo "set-up: cannot find the kernel package linux-image-amd64 depends on" >&2; exit 1; }
   kver=${kpkg#linux-image-}
@@ -32,6 +35,7 @@ if [ ! -s "$OUT/vmlinux" ] || [ ! -s "$OUT/initramfs.cpio.gz" ]; then
   python3 testbed/libvirt/extract_vmlinux.py "$kroot/boot/vmlinuz-$kver" "$OUT/vmlinux.tmp"
   mv "$OUT/vmlinux.tmp" "$OUT/vmlinux"
   bash testbed/libvirt/build_initramfs.sh "$kroot" "$kver" "$OUT/initramfs.cpio.gz"
+  echo "$initramfs_sum" > "$OUT/initramfs.sum"
 fi
 
 [ "${1:-}" = --no-start ] || bash testbed/libvirt/start.sh
