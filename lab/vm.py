@@ -54,7 +54,9 @@ class LabVmSpec:
 
 
 def _pcie0(parent: ET.Element, slot: int) -> None:
-    ET.SubElement(parent, "address", type="pci", domain="0x0000", bus="0x00", slot=f"0x{slot:02x}", function="0x0")
+    ET.SubElement(
+        parent, "address", type="pci", domain="0x0000", bus="0x00", slot=f"0x{slot:02x}", function="0x0"
+    )
 
 
 def lab_domain_xml(spec: LabVmSpec) -> str:
@@ -152,7 +154,9 @@ class PrivateLibvirtd:
             check=False,
         )
         if done.returncode != 0:
-            raise RuntimeError(f"cannot export / read-only at {target} for the lab guest: {done.stderr.strip()}")
+            raise RuntimeError(
+                f"cannot export / read-only at {target} for the lab guest: {done.stderr.strip()}"
+            )
 
 
 def _script(name: str, *args: str) -> None:
