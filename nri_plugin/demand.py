@@ -111,7 +111,7 @@ class PodDemand:
         return out
 
 
-_KEYS = frozenset(
+KEYS = frozenset(
     {
         "pool",
         "count",
@@ -176,8 +176,8 @@ def _load_list(text: str) -> list[Any]:
 def _parse_line(index: int, raw: Any, d: DemandDefaults) -> list[VfSlot]:
     if not isinstance(raw, dict):
         raise DemandError(f"expected a JSON object, got {type(raw).__name__}", index)
-    if unknown := sorted(raw.keys() - _KEYS):
-        raise DemandError(f"unknown key; allowed: {', '.join(sorted(_KEYS))}", index, unknown[0])
+    if unknown := sorted(raw.keys() - KEYS):
+        raise DemandError(f"unknown key; allowed: {', '.join(sorted(KEYS))}", index, unknown[0])
 
     def get(key: str, kind: type, default: Any = None) -> Any:
         value = raw.get(key)

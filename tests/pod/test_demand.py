@@ -5,7 +5,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from host_side.contract import VfRequest
-from nri_plugin.demand import ANNOTATION, DemandDefaults, DemandError, Mode, PodDemand, parse_demand
+from nri_plugin.demand import (
+    ANNOTATION,
+    DemandDefaults,
+    DemandError,
+    Mode,
+    PodDemand,
+    parse_demand,
+)
+from nri_plugin.demand import (
+    KEYS as DEMAND_KEYS,
+)
 
 D = DemandDefaults(pool="default", mode=Mode.KERNEL, max_vfs_per_pod=4, mtu=1500)
 
@@ -134,24 +144,7 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
     max_leaves=12,
 )
-KEYS = st.sampled_from(
-    [
-        "pool",
-        "count",
-        "mode",
-        "ifname",
-        "mac",
-        "vlan",
-        "trust",
-        "spoofchk",
-        "min_tx_rate_mbps",
-        "max_tx_rate_mbps",
-        "numa",
-        "ip",
-        "mtu",
-        "bogus",
-    ]
-)
+KEYS = st.sampled_from([*sorted(DEMAND_KEYS), "bogus"])
 VALUES = st.one_of(
     st.integers(-2, 5000),
     st.booleans(),
