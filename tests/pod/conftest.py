@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,7 +42,7 @@ def make_netns() -> Iterator[Callable[[], str]]:
         subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
 
 
-def ip_json(netns: str, *args: str) -> list[dict[str, object]]:
+def ip_json(netns: str, *args: str) -> list[dict[str, Any]]:
     """`ip -j` in a netns: the independent oracle for what the kernel holds."""
     out = subprocess.run(
         ["ip", "-n", Path(netns).name, "-j", *args], check=True, capture_output=True, text=True
@@ -49,7 +50,7 @@ def ip_json(netns: str, *args: str) -> list[dict[str, object]]:
     return list(json.loads(out.stdout or "[]"))
 
 
-def links(netns: str) -> dict[str, dict[str, object]]:
+def links(netns: str) -> dict[str, dict[str, Any]]:
     return {str(link["ifname"]): link for link in ip_json(netns, "-d", "addr", "show")}
 
 
@@ -63,10 +64,11 @@ class Guest:
     records: Path
     config: LifecycleConfig
 
-    def lifecycle(self, steps: Sequence[PodStep] = ()) -> PodLifecycle:
+    def lifecycle(self, steps: Sequence[PodStep] = (), netlink: GuestNetlink | None = None) -> PodLifecycle:
         """A fresh PodLifecycle over the same records: what a restarted plugin sees."""
+        nl = netlink or self.netlink
         return PodLifecycle(
-            self.host, self.sysfs, self.netlink, self.records, self.config, steps=steps, poll_interval_s=0.05
+            self.host, self.sysfs, nl, self.records, self.config, steps=steps, poll_interval_s=0.05
         )
 
 

@@ -44,6 +44,10 @@ class Lease:
     grant: GrantedVf
 
 
+class SimulatedCrash(BaseException):
+    """The plugin process dies here: no except-Exception handler runs, nothing is rolled back."""
+
+
 class FakeHost:
     """Implements host_side.contract.HostApi over a real Hotplug/VfNetlink backend."""
 
@@ -57,6 +61,7 @@ class FakeHost:
         self.up = True
         self.attach_delay_s = 0.0
         self.calls: list[str] = []
+        self.crash_after: set[str] = set()  # calls after which the caller "dies" (the host has committed)
         self.leases: dict[str, Lease] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -106,6 +111,8 @@ class FakeHost:
             time.sleep(min(self.attach_delay_s, max(timeout_s, 0)))
             if self.attach_delay_s > timeout_s:
                 raise HostCallError("DEADLINE_EXCEEDED", f"attach for {pod_name} took over {timeout_s:.2f}s")
+        if "attach" in self.crash_after:
+            raise SimulatedCrash("after attach")
         return [lease.grant for lease in self.leases.values() if lease.request_id == request_id]
 
     def release(self, pod_uid: str, request_id: str, timeout_s: float) -> None:
@@ -114,6 +121,8 @@ class FakeHost:
             for lease in self.leases_of(pod_uid):
                 self.backend.detach(self.domain, lease_alias(lease.lease_id), timeout_s)
                 del self.leases[lease.lease_id]
+        if "release" in self.crash_after:
+            raise SimulatedCrash("after release")
 
     def sync(self, live_pod_uids: Sequence[str], timeout_s: float) -> None:
         self._check_up("sync")

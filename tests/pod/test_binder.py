@@ -42,8 +42,8 @@ def test_kernel_mode_moves_renames_configures_and_undoes(tmp_path, make_netns):
     assert vf.bound
     net1 = links(pod)["net1"]
     assert (net1["address"], net1["mtu"]) == (MAC, 1400)
-    assert "UP" in net1["flags"]  # type: ignore[operator]
-    assert [(a["local"], a["prefixlen"]) for a in net1["addr_info"] if a["family"] == "inet"] == [  # type: ignore[union-attr]
+    assert "UP" in net1["flags"]
+    assert [(a["local"], a["prefixlen"]) for a in net1["addr_info"] if a["family"] == "inet"] == [
         ("10.9.0.2", 24)
     ]
     assert "vfsim10" not in links(netns)
