@@ -63,7 +63,8 @@ class SimBackend:
     def _ipr(self) -> IPRoute:
         if self.netns is None:
             return IPRoute()
-        return IPRoute(netns=self.netns if "/" in self.netns else f"/var/run/netns/{self.netns}")
+        path = self.netns if "/" in self.netns else f"/var/run/netns/{self.netns}"
+        return IPRoute(netns=path, flags=0)  # never create the guest netns by accident
 
     # -- VfNetlink -----------------------------------------------------------------------------------
     def read_vf(self, vf: VfRef) -> VfSettings:

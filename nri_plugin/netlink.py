@@ -54,7 +54,8 @@ class GuestNetlink:
 
     def _ipr(self, netns: str | None = None) -> IPRoute:
         target = netns if netns is not None else self.netns
-        return IPRoute(netns=_netns_path(target)) if target is not None else IPRoute()
+        # flags=0: a missing netns is an error; pyroute2's default (O_CREAT) would create an empty one.
+        return IPRoute(netns=_netns_path(target), flags=0) if target is not None else IPRoute()
 
     @contextlib.contextmanager
     def events(self) -> Iterator[LinkEvents]:
@@ -125,12 +126,14 @@ class GuestNetlink:
         netdev's name at home, None when it exists nowhere.
         """
         try:
-            if Path(_netns_path(pod_netns)).exists():
+            try:
                 with self._ipr(pod_netns) as pod:
                     for link in pod.get_links():
                         if str(link.get("address")).lower() == mac.lower():
                             self._send_home(pod, int(link["index"]), original_name)
                             break
+            except FileNotFoundError:
+                log.info("pod netns %s is gone; looking for netdev %s at home", pod_netns, mac)
             with self._ipr() as ipr:
                 for link in ipr.get_links():
                     if str(link.get("address")).lower() != mac.lower():
