@@ -113,12 +113,12 @@ class PodLifecycle:
         self.config = config
         self.store = RecordStore(records_dir / "pods")
         self.journal = ReleaseJournal(records_dir / "journal")
-        self.worker = ReleaseWorker(self.journal, host, timeout_s=config.host_timeout_s)
+        self._locks = _Locks()
+        self.worker = ReleaseWorker(self.journal, host, timeout_s=config.host_timeout_s, pod_guard=self._pod)
         self._sysfs = sysfs
         self._finder = DeviceFinder(sysfs, netlink, poll_interval_s)
         self._binder = Binder(sysfs, netlink)
         self._steps = tuple(steps)
-        self._locks = _Locks()
 
     # -- entry points ---------------------------------------------------------------------------------
     def prepare(
@@ -136,6 +136,7 @@ class PodLifecycle:
             raise PodError(pod_uid, pod_name, "bad demand", str(e)) from e
         if demand is None:
             return None
+        started = time.monotonic()
         self._check_supported(pod_uid, pod_name, netns_path, demand)
         with self._pod(pod_uid):
             old = self.store.load(pod_uid)
@@ -172,7 +173,14 @@ class PodLifecycle:
                 log.warning("pod %s (%s): %s failed (%s); rolling back", pod_name, pod_uid, step, e)
                 self._teardown(rec, release_timeout_s=max(deadline - time.monotonic(), 0.05))
                 raise PodError(pod_uid, pod_name, step, f"{e}; rolled back") from e
-            log.info("pod %s (%s): ready with %d VFs", pod_name, pod_uid, len(rec.vfs))
+            log.info(
+                "pod %s (%s): ready with %d VFs in %.0f ms, %.0f ms before the deadline",
+                pod_name,
+                pod_uid,
+                len(rec.vfs),
+                (time.monotonic() - started) * 1000,
+                (deadline - time.monotonic()) * 1000,
+            )
             return rec
 
     def adjustment(self, pod_uid: str) -> Adjustment | None:

@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -277,12 +278,15 @@ class ReleaseWorker:
         timeout_s: float = 10.0,
         backoff_s: tuple[float, float] = (0.5, 30.0),
         clock: Callable[[], float] = time.monotonic,
+        pod_guard: Callable[[str], AbstractContextManager[None]] = lambda _uid: nullcontext(),
     ) -> None:
         self._journal = journal
         self._host = host
         self._timeout_s = timeout_s
         self._backoff = backoff_s
         self._clock = clock
+        # Held around each retry so a new attach for the same pod cannot slip in between (and be released).
+        self._pod_guard = pod_guard
         self._due: dict[str, tuple[float, float]] = {}  # pod uid -> (next try, current delay)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -300,7 +304,10 @@ class ReleaseWorker:
                     left += 1
                     continue
                 try:
-                    settle(self._host, entry, self._timeout_s)
+                    with self._pod_guard(entry.pod_uid):
+                        if self._journal.get(entry.pod_uid) != entry:
+                            continue  # settled meanwhile by the pod's own next prepare
+                        settle(self._host, entry, self._timeout_s)
                 except HostCallError as e:
                     log.warning(
                         "pod %s (%s): release still owed (%s); retry in %.1fs",

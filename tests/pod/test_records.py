@@ -1,4 +1,6 @@
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,18 @@ def test_worker_retries_with_backoff_until_the_host_confirms(tmp_path: Path):
     now[0] = 200.0
     assert worker.run_once() == 0
     assert journal.entries() == []
+
+
+def test_worker_skips_an_entry_settled_while_it_waited_for_the_pod(tmp_path: Path):
+    host = FakeHost(SimBackend(tmp_path / "sys"), SimBackend(tmp_path / "sys"), {})
+    journal = r.ReleaseJournal(tmp_path / "journal")
+    journal.add(r.OwedRelease("u1", "pod-1", "u1/1/release", 0.0))
+
+    @contextmanager
+    def pod_guard(uid: str) -> Iterator[None]:
+        # The pod's next prepare held the lock, settled the entry itself and attached anew.
+        journal.remove(uid)
+        yield
+
+    assert r.ReleaseWorker(journal, host, pod_guard=pod_guard).run_once() == 0
+    assert host.calls == []
