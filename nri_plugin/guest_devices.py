@@ -93,7 +93,8 @@ class DeviceFinder:
             if e.needs_netdev:
                 return None, "PCI device present, no netdev yet"
             return FoundVf(e.vf.lease_id, pci, None), ""
-        macs = {n: self._netlink.mac_of(n) for n in names}
+        # sysfs first (no netlink round trip); netlink when the tree has no address file.
+        macs = {n: self._sysfs.netdev_mac(pci, n) or self._netlink.mac_of(n) for n in names}
         for name, mac in macs.items():
             if mac is not None and mac.lower() == e.vf.mac.lower():
                 return FoundVf(e.vf.lease_id, pci, name), ""

@@ -269,9 +269,11 @@ class PodLifecycle:
             if vf.bound:
                 continue
             self._check_time(deadline, f"bind {vf.slot.ifname}")
-            vf = self._binder.note_original(vf)
-            rec = rec.with_vf(vf)
-            self.store.save(rec)  # the original driver is on disk before it changes
+            noted = self._binder.note_original(vf)
+            if noted != vf:
+                vf = noted
+                rec = rec.with_vf(vf)
+                self.store.save(rec)  # the original driver is on disk before it changes
             rec = rec.with_vf(self._binder.bind(rec, vf))
             self.store.save(rec)
         if any(vf.slot.mode is Mode.DPDK for vf in rec.vfs):

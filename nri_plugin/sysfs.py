@@ -54,6 +54,12 @@ class GuestSysfs:
         except FileNotFoundError:
             return []
 
+    def netdev_mac(self, pci: PciAddress, ifname: str) -> str | None:
+        try:
+            return self._p(f"{self._dev(pci)}/net/{ifname}/address").read_text().strip().lower()
+        except FileNotFoundError:
+            return None
+
     def driver(self, pci: PciAddress) -> str | None:
         link = self._p(f"{self._dev(pci)}/driver")
         return link.readlink().name if link.is_symlink() else None
