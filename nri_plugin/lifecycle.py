@@ -122,9 +122,19 @@ class PodLifecycle:
 
     # -- entry points ---------------------------------------------------------------------------------
     def prepare(
-        self, pod_uid: str, pod_name: str, netns_path: str, annotations: Mapping[str, str], deadline: float
+        self,
+        pod_uid: str,
+        pod_name: str,
+        netns_path: str,
+        annotations: Mapping[str, str],
+        deadline: float,
+        *,
+        netns_later: bool = False,
     ) -> PodRecord | None:
         """Give the pod its VFs; None when it asks for none. `deadline` is a time.monotonic() value.
+
+        With `netns_later` (OCI hooks: the netns does not exist yet) kernel-mode VFs stay in the guest's
+        netns until `enter_netns`.
 
         Raises:
             PodError: the demand is bad or a step failed; nothing is left allocated (a host release that
@@ -137,7 +147,7 @@ class PodLifecycle:
         if demand is None:
             return None
         started = time.monotonic()
-        self._check_supported(pod_uid, pod_name, netns_path, demand)
+        self._check_supported(pod_uid, pod_name, netns_path or netns_later, demand)
         with self._pod(pod_uid):
             old = self.store.load(pod_uid)
             if old is not None and old.state is PodState.READY and old.netns == netns_path:
@@ -181,6 +191,31 @@ class PodLifecycle:
                 (time.monotonic() - started) * 1000,
                 (deadline - time.monotonic()) * 1000,
             )
+            return rec
+
+    def enter_netns(self, pod_uid: str, netns_path: str, deadline: float) -> PodRecord:
+        """Move a prepared pod's kernel-mode VFs into its netns, once that exists (OCI createRuntime).
+
+        Raises:
+            PodError: no ready record, another netns already holds the VFs, or a move failed; in the last
+                case everything for the pod is undone and released.
+        """
+        with self._pod(pod_uid):
+            rec = self.store.load(pod_uid)
+            if rec is None or rec.state is not PodState.READY:
+                raise PodError(pod_uid, "?", "enter netns", "the pod has no ready VFs; prepare it first")
+            if rec.netns and rec.netns != netns_path:
+                raise PodError(pod_uid, rec.pod_name, "enter netns", f"its VFs are already in {rec.netns}")
+            rec = replace(rec, netns=netns_path)
+            self.store.save(rec)
+            try:
+                self._check_time(deadline, "enter netns")
+                rec = self._bind(rec, deadline)
+                self.store.save(rec)
+            except Exception as e:  # any failure, bugs included, must roll back
+                log.warning("pod %s (%s): enter netns failed (%s); rolling back", rec.pod_name, pod_uid, e)
+                self._teardown(rec, release_timeout_s=max(deadline - time.monotonic(), 0.05))
+                raise PodError(pod_uid, rec.pod_name, "enter netns", f"{e}; rolled back") from e
             return rec
 
     def adjustment(self, pod_uid: str) -> Adjustment | None:
@@ -266,8 +301,8 @@ class PodLifecycle:
 
     def _bind(self, rec: PodRecord, deadline: float) -> PodRecord:
         for vf in rec.vfs:
-            if vf.bound:
-                continue
+            if vf.bound or (vf.slot.mode is Mode.KERNEL and not rec.netns):
+                continue  # kernel VFs without a netns yet wait for enter_netns
             self._check_time(deadline, f"bind {vf.slot.ifname}")
             noted = self._binder.note_original(vf)
             if noted != vf:
@@ -338,11 +373,11 @@ class PodLifecycle:
         self.store.remove(rec.pod_uid)
 
     # -- helpers --------------------------------------------------------------------------------------
-    def _check_supported(self, pod_uid: str, pod_name: str, netns_path: str, demand: PodDemand) -> None:
+    def _check_supported(self, pod_uid: str, pod_name: str, has_netns: str | bool, demand: PodDemand) -> None:
         for mode in demand.modes:
             if mode is Mode.VPP and not any(s.handles(mode) for s in self._steps):
                 raise PodError(pod_uid, pod_name, "bad demand", "mode vpp is not enabled in this plugin")
-        if Mode.KERNEL in demand.modes and not netns_path:
+        if Mode.KERNEL in demand.modes and not has_netns:
             raise PodError(pod_uid, pod_name, "bad demand", "kernel mode needs a pod network namespace")
 
     def _check_time(self, deadline: float, what: str) -> None:

@@ -61,6 +61,7 @@ class FakeHost:
         self.up = True
         self.attach_delay_s = 0.0
         self.calls: list[str] = []
+        self.attach_timeouts: list[float] = []
         self.crash_after: set[str] = set()  # calls after which the caller "dies" (the host has committed)
         self.leases: dict[str, Lease] = {}
         self._ids = itertools.count(1)
@@ -78,6 +79,7 @@ class FakeHost:
         self, pod_uid: str, pod_name: str, requests: Sequence[VfRequest], request_id: str, timeout_s: float
     ) -> list[GrantedVf]:
         self._check_up("attach")
+        self.attach_timeouts.append(timeout_s)
         with self._lock:
             known = [lease for lease in self.leases.values() if lease.request_id == request_id]
             if known:
