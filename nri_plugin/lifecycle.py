@@ -154,7 +154,7 @@ class PodLifecycle:
                 return old
             if old is not None:
                 log.warning("pod %s (%s): leftover %s record, undoing it first", pod_name, pod_uid, old.state)
-                self._teardown(old)
+                self._teardown(old, self._budget(deadline))
             owed = self.journal.get(pod_uid)
             if owed is not None:
                 try:
@@ -169,7 +169,8 @@ class PodLifecycle:
                 netns=netns_path,
                 state=PodState.PREPARING,
                 attempt=attempt,
-                request_id=f"{pod_uid}/{attempt}",
+                # The stamp keeps ids unique when a pod uid comes back after its counter was forgotten.
+                request_id=f"{pod_uid}/{attempt}/{time.time_ns():x}",
                 slots=demand.slots,
             )
             self.store.save(rec)
@@ -181,7 +182,7 @@ class PodLifecycle:
                     self.store.save(rec)
             except Exception as e:  # any failure, bugs included, must roll back
                 log.warning("pod %s (%s): %s failed (%s); rolling back", pod_name, pod_uid, step, e)
-                self._teardown(rec, release_timeout_s=max(deadline - time.monotonic(), 0.05))
+                self._teardown(rec, self._budget(deadline, rollback=True))
                 raise PodError(pod_uid, pod_name, step, f"{e}; rolled back") from e
             log.info(
                 "pod %s (%s): ready with %d VFs in %.0f ms, %.0f ms before the deadline",
@@ -214,7 +215,7 @@ class PodLifecycle:
                 self.store.save(rec)
             except Exception as e:  # any failure, bugs included, must roll back
                 log.warning("pod %s (%s): enter netns failed (%s); rolling back", rec.pod_name, pod_uid, e)
-                self._teardown(rec, release_timeout_s=max(deadline - time.monotonic(), 0.05))
+                self._teardown(rec, self._budget(deadline, rollback=True))
                 raise PodError(pod_uid, rec.pod_name, "enter netns", f"{e}; rolled back") from e
             return rec
 
@@ -239,8 +240,9 @@ class PodLifecycle:
             self._teardown(rec)
             self.store.forget(pod_uid)
 
-    def reconcile(self, live_pods: Mapping[str, str]) -> ReconcileReport:
-        """After a restart: `live_pods` maps the runtime's pod uids to their netns paths."""
+    def reconcile(self, live_pods: Mapping[str, str], deadline: float | None = None) -> ReconcileReport:
+        """After a restart: `live_pods` maps the runtime's pod uids to their netns paths. With a deadline
+        (NRI Synchronize) host calls are cut short and what they leave owed goes to the journal."""
         kept, undone = [], []
         for rec in self.store.all():
             with self._pod(rec.pod_uid):
@@ -250,18 +252,18 @@ class PodLifecycle:
                 log.warning(
                     "pod %s (%s): %s record at reconcile, undoing it", rec.pod_name, rec.pod_uid, rec.state
                 )
-                self._teardown(rec)
+                self._teardown(rec, self._budget(deadline))
                 undone.append(rec.pod_uid)
                 if rec.pod_uid not in live_pods:
                     self.store.forget(rec.pod_uid)
         for uid in self.store.attempt_uids():
             if uid not in live_pods and self.store.load(uid) is None:
                 self.store.forget(uid)
-        owed = self.worker.run_once()
+        owed = self.worker.run_once(force=True)  # an explicit resync: no backoff
         with self._locks.guard:
             keep = sorted(set(kept) | self._locks.busy)
         try:
-            self.host.sync(keep, self.config.host_timeout_s)
+            self.host.sync(keep, self._budget(deadline) or self.config.host_timeout_s)
             synced = True
         except HostCallError as e:
             log.warning("host sync failed (%s); the next reconcile retries it", e)
@@ -379,6 +381,13 @@ class PodLifecycle:
                 raise PodError(pod_uid, pod_name, "bad demand", "mode vpp is not enabled in this plugin")
         if Mode.KERNEL in demand.modes and not has_netns:
             raise PodError(pod_uid, pod_name, "bad demand", "kernel mode needs a pod network namespace")
+
+    def _budget(self, deadline: float | None, rollback: bool = False) -> float | None:
+        """Time a host call may take before `deadline` (None: no deadline, the configured timeout).
+        A rollback may use the margin: that is what it was kept for."""
+        if deadline is None:
+            return None
+        return max(deadline - time.monotonic() - (0 if rollback else self.config.margin_s), 0.05)
 
     def _check_time(self, deadline: float, what: str) -> None:
         left = deadline - time.monotonic()

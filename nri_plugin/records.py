@@ -293,14 +293,14 @@ class ReleaseWorker:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def run_once(self) -> int:
-        """Try every due entry once; returns how many are still owed."""
+    def run_once(self, force: bool = False) -> int:
+        """Try every due entry (every entry with `force`) once; returns how many are still owed."""
         with self._lock:
             now = self._clock()
             left = 0
             for entry in self._journal.entries():
                 due, delay = self._due.get(entry.pod_uid, (now, self._backoff[0]))
-                if due > now:
+                if due > now and not force:
                     left += 1
                     continue
                 try:

@@ -259,7 +259,7 @@ def test_crash_mid_prepare_then_reconcile_leaks_nothing(guest: Guest, make_netns
     assert_clean(guest, pod)
     # The runtime retries the pod: a new attempt gets fresh leases and works.
     rec = restarted.prepare("u12", "pod-12", pod, {ANNOTATION: KERNEL_2}, soon())
-    assert rec is not None and rec.request_id == "u12/2"
+    assert rec is not None and rec.request_id.startswith("u12/2/")
     assert sorted(links(pod)) == ["lo", "net1", "net2"]
     restarted.release("u12")
     assert_clean(guest, pod)
@@ -359,3 +359,16 @@ def test_enter_netns_failure_rolls_back_the_pod(guest: Guest, make_netns):
         life.enter_netns("u15", pod, soon())
     assert_clean(guest)
     assert sorted(links(pod)) == ["lo", "net1", "y"]  # the pod's own link is untouched
+
+
+def test_reconcile_with_the_host_down_journals_and_finishes_later(guest: Guest, make_netns):
+    pod = make_netns()
+    guest.lifecycle().prepare("u16", "pod-16", pod, {ANNOTATION: "1"}, soon())
+    guest.host.up = False
+    restarted = guest.lifecycle()
+    report = restarted.reconcile({}, deadline=soon(2))
+    assert (report.undone, report.owed, report.synced) == (("u16",), 1, False)
+    assert vf_netdevs(pod) == [] and len(guest.host.leases) == 1
+    guest.host.up = True
+    assert restarted.reconcile({}).synced and restarted.journal.entries() == []
+    assert_clean(guest, pod)
