@@ -95,6 +95,7 @@ class ReconcileReport:
 class _Locks:
     guard: threading.Lock = field(default_factory=threading.Lock)
     pods: dict[str, threading.Lock] = field(default_factory=dict)
+    users: dict[str, int] = field(default_factory=dict)  # holders and waiters per pod lock
     busy: set[str] = field(default_factory=set)
 
 
@@ -398,16 +399,25 @@ class PodLifecycle:
 
     @contextmanager
     def _pod(self, pod_uid: str) -> Iterator[None]:
-        with self._locks.guard:
-            lock = self._locks.pods.setdefault(pod_uid, threading.Lock())
-        with lock:
-            with self._locks.guard:
-                self._locks.busy.add(pod_uid)
-            try:
-                yield
-            finally:
-                with self._locks.guard:
-                    self._locks.busy.discard(pod_uid)
+        """Serialize work on one pod; `busy` names pods mid-flight so a Sync never frees their leases."""
+        locks = self._locks
+        with locks.guard:
+            lock = locks.pods.setdefault(pod_uid, threading.Lock())
+            locks.users[pod_uid] = locks.users.get(pod_uid, 0) + 1
+        try:
+            with lock:
+                with locks.guard:
+                    locks.busy.add(pod_uid)
+                try:
+                    yield
+                finally:
+                    with locks.guard:
+                        locks.busy.discard(pod_uid)
+        finally:
+            with locks.guard:
+                locks.users[pod_uid] -= 1
+                if not locks.users[pod_uid]:  # last user: drop the lock, the map stays bounded
+                    del locks.users[pod_uid], locks.pods[pod_uid]
 
 
 class _Action(Protocol):
