@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 
 from nri_plugin.demand import Mode
+from nri_plugin.nri_types import ContainerAdjustment, Device, Mount
 from nri_plugin.records import PodRecord, PodState, VfBinding
 
 STATUS_ANNOTATION = "vfhotplug.io/status"
@@ -21,32 +21,6 @@ HUGEPAGES_DIR = "/dev/hugepages"
 DPDK_RUNTIME_DIR = "/var/run/dpdk"
 DEVINFO_SUBDIR = "devinfo"
 DPDK_SUBDIR = "dpdk"
-
-
-@dataclass(frozen=True)
-class DeviceNode:
-    path: str
-    type: str  # "c": every vfio node is a character device
-    major: int
-    minor: int
-    file_mode: int = 0o666
-    access: str = "rwm"  # the cgroup device rule
-
-
-@dataclass(frozen=True)
-class Mount:
-    source: str
-    destination: str
-    type: str = "bind"
-    options: tuple[str, ...] = ("rbind", "ro")
-
-
-@dataclass(frozen=True)
-class Adjustment:
-    devices: tuple[DeviceNode, ...]
-    env: tuple[tuple[str, str], ...]
-    mounts: tuple[Mount, ...]
-    annotations: tuple[tuple[str, str], ...]
 
 
 def pool_env_name(pool: str) -> str:
@@ -68,7 +42,7 @@ def device_info_files(rec: PodRecord) -> dict[str, str]:
     return {devinfo_name(vf): device_info(vf) for vf in rec.vfs}
 
 
-def build_adjustment(rec: PodRecord, hugepages_source: str = HUGEPAGES_DIR) -> Adjustment:
+def build_adjustment(rec: PodRecord, hugepages_source: str = HUGEPAGES_DIR) -> ContainerAdjustment:
     """The adjustment for any container of a ready pod.
 
     Raises:
@@ -77,17 +51,17 @@ def build_adjustment(rec: PodRecord, hugepages_source: str = HUGEPAGES_DIR) -> A
     if rec.state is not PodState.READY:
         raise ValueError(f"pod {rec.pod_name} ({rec.pod_uid}) is {rec.state}, not ready")
     vfio = [vf for vf in rec.vfs if vf.slot.mode is Mode.DPDK]
-    devices: list[DeviceNode] = []
+    devices: list[Device] = []
     if vfio:
         if rec.vfio_container_dev is None:
             raise ValueError(f"pod {rec.pod_uid}: dpdk VFs but no /dev/vfio/vfio numbers recorded")
-        devices.append(DeviceNode("/dev/vfio/vfio", "c", *rec.vfio_container_dev))
+        devices.append(Device("/dev/vfio/vfio", *rec.vfio_container_dev, file_mode=0o666))
         groups: dict[str, tuple[int, int]] = {}
         for vf in vfio:
             if vf.iommu_group is None or vf.vfio_group_dev is None:
                 raise ValueError(f"pod {rec.pod_uid}: VF {vf.guest_pci} has no vfio group recorded")
             groups[vf.iommu_group] = vf.vfio_group_dev
-        devices.extend(DeviceNode(f"/dev/vfio/{g}", "c", *groups[g]) for g in sorted(groups))
+        devices.extend(Device(f"/dev/vfio/{g}", *groups[g], file_mode=0o666) for g in sorted(groups))
 
     by_pool: dict[str, list[str]] = {}
     for vf in rec.vfs:
@@ -104,10 +78,10 @@ def build_adjustment(rec: PodRecord, hugepages_source: str = HUGEPAGES_DIR) -> A
 
     mounts: list[Mount] = []
     if rec.run_dir is not None:
-        mounts.append(Mount(f"{rec.run_dir}/{DEVINFO_SUBDIR}", DEVINFO_DIR))
+        mounts.append(Mount(DEVINFO_DIR, f"{rec.run_dir}/{DEVINFO_SUBDIR}"))
         if vfio:
-            mounts.append(Mount(hugepages_source, HUGEPAGES_DIR, options=("rbind", "rw")))
-            mounts.append(Mount(f"{rec.run_dir}/{DPDK_SUBDIR}", DPDK_RUNTIME_DIR, options=("rbind", "rw")))
+            mounts.append(Mount(HUGEPAGES_DIR, hugepages_source, options=("rbind", "rw")))
+            mounts.append(Mount(DPDK_RUNTIME_DIR, f"{rec.run_dir}/{DPDK_SUBDIR}", options=("rbind", "rw")))
 
     status = [
         {
@@ -121,5 +95,9 @@ def build_adjustment(rec: PodRecord, hugepages_source: str = HUGEPAGES_DIR) -> A
         }
         for vf in rec.vfs
     ]
-    annotations = ((STATUS_ANNOTATION, json.dumps(status, sort_keys=True)),)
-    return Adjustment(tuple(devices), tuple(env), tuple(mounts), annotations)
+    return ContainerAdjustment(
+        annotations={STATUS_ANNOTATION: json.dumps(status, sort_keys=True)},
+        env=dict(env),
+        mounts=tuple(mounts),
+        devices=tuple(devices),
+    )

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Protocol
 
 from host_side.contract import GrantedVf, HostApi, HostCallError
-from nri_plugin.adjustment import DEVINFO_SUBDIR, DPDK_SUBDIR, Adjustment, build_adjustment, device_info_files
+from nri_plugin.adjustment import DEVINFO_SUBDIR, DPDK_SUBDIR, build_adjustment, device_info_files
 from nri_plugin.binder import Binder, BindError
 from nri_plugin.demand import DemandDefaults, DemandError, Mode, PodDemand, VfSlot, parse_demand
 from nri_plugin.guest_devices import DeviceFinder, Expected
 from nri_plugin.netlink import GuestNetlink
+from nri_plugin.nri_types import ContainerAdjustment
 from nri_plugin.records import (
     OwedRelease,
     PodRecord,
@@ -220,7 +221,7 @@ class PodLifecycle:
                 raise PodError(pod_uid, rec.pod_name, "enter netns", f"{e}; rolled back") from e
             return rec
 
-    def adjustment(self, pod_uid: str) -> Adjustment | None:
+    def adjustment(self, pod_uid: str) -> ContainerAdjustment | None:
         """What every container of the pod gets; None for pods without (ready) VFs. No host call."""
         try:
             rec = self.store.load(pod_uid)

@@ -5,8 +5,9 @@ import pytest
 
 from host_side.contract import GrantedVf
 from host_side.pci import PciAddress
-from nri_plugin.adjustment import DeviceNode, Mount, build_adjustment, device_info_files, pool_env_name
+from nri_plugin.adjustment import build_adjustment, device_info_files, pool_env_name
 from nri_plugin.demand import Mode, VfSlot
+from nri_plugin.nri_types import Device, Mount
 from nri_plugin.records import PodRecord, PodState, VfBinding
 
 
@@ -37,8 +38,8 @@ def test_dpdk_and_kernel_vfs():
     adj = build_adjustment(REC, hugepages_source="/mnt/huge")
     # Two VFs in one IOMMU group need the group node once.
     assert adj.devices == (
-        DeviceNode("/dev/vfio/vfio", "c", 10, 196),
-        DeviceNode("/dev/vfio/16", "c", 511, 16),
+        Device("/dev/vfio/vfio", 10, 196, file_mode=0o666),
+        Device("/dev/vfio/16", 511, 16, file_mode=0o666),
     )
     env = dict(adj.env)
     assert env["PCIDEVICE_VFHOTPLUG_IO_FAST"] == "0000:10:00.0,0000:11:00.0"
@@ -46,9 +47,9 @@ def test_dpdk_and_kernel_vfs():
     assert env["VFHOTPLUG_IFNAMES"] == "net1,net2,net3"
     assert env["VFHOTPLUG_MODES"] == "dpdk,dpdk,kernel"
     assert adj.mounts == (
-        Mount("/run/vfhotplug/pods/u1/devinfo", "/var/run/k8s.cni.cncf.io/devinfo/dp"),
-        Mount("/mnt/huge", "/dev/hugepages", options=("rbind", "rw")),
-        Mount("/run/vfhotplug/pods/u1/dpdk", "/var/run/dpdk", options=("rbind", "rw")),
+        Mount("/var/run/k8s.cni.cncf.io/devinfo/dp", "/run/vfhotplug/pods/u1/devinfo"),
+        Mount("/dev/hugepages", "/mnt/huge", options=("rbind", "rw")),
+        Mount("/var/run/dpdk", "/run/vfhotplug/pods/u1/dpdk", options=("rbind", "rw")),
     )
     status = json.loads(dict(adj.annotations)["vfhotplug.io/status"])
     assert status[2] == {
