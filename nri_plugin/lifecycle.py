@@ -232,14 +232,15 @@ class PodLifecycle:
             return None
         return build_adjustment(rec, self.config.hugepages_source)
 
-    def release(self, pod_uid: str) -> None:
+    def release(self, pod_uid: str, deadline: float | None = None) -> None:
         """Undo everything for the pod and give its VFs back. Idempotent (Stop then Remove, repeats);
-        when the host cannot be reached the release is journaled and retried in the background."""
+        when the host cannot be reached, or does not confirm before `deadline` (the runtime's, so the
+        plugin is never cut off), the release is journaled and retried in the background."""
         with self._pod(pod_uid):
             rec = self.store.load(pod_uid)
             if rec is None:
                 return
-            self._teardown(rec)
+            self._teardown(rec, self._budget(deadline))
             self.store.forget(pod_uid)
 
     def reconcile(self, live_pods: Mapping[str, str], deadline: float | None = None) -> ReconcileReport:
