@@ -214,7 +214,12 @@ class VppPods:
     def reconcile(self, records: Iterable[VppPodRecord]) -> tuple[VppPodRecord, ...]:
         """Make VPP hold exactly the live pods' objects: remove orphans (tags or sockets of pods with no
         record), re-create pods whose objects are missing (VPP restarted). Returns the current records
-        (re-created pods get new indexes)."""
+        (re-created pods get new indexes).
+
+        Raises:
+            VppUnavailable: VPP does not answer even after a reconnect; call again later.
+            VppPodError: re-creating a pod failed (that pod's partial objects are undone).
+        """
         live = {r.pod_uid: r for r in records}
         try:
             self.vpp.connect()

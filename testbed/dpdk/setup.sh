@@ -29,7 +29,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
 abs=$(cd "$P" && pwd)
 APTX=(-o "Dir::Etc::SourceList=$abs/apt/trixie.sources" -o Dir::Etc::SourceParts=/dev/null
-  -o "Dir::State::Lists=$abs/apt/lists" -o "Dir::Cache=$abs/apt/cache")
+  -o "Dir::State::Lists=$abs/apt/lists" -o "Dir::Cache=$abs/apt/cache" -o APT::Sandbox::User=root)
 apt-get "${APTX[@]}" update -qq
 # Every DPDK library testpmd may load, plus the runtime libraries of trixie they link against
 # (the loader must not mix bookworm's glibc in).

@@ -12,10 +12,21 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from vpp_papi.vpp_papi import VPPApiJSONFiles
 
 from host_side.pci import PciAddress
-from nri_plugin.vpp import DriverPath, VppIncompatible, avf_pci_u32
+from nri_plugin.vpp import (
+    AVF_MESSAGES,
+    COMMON_MESSAGES,
+    DEV_MESSAGES,
+    DriverPath,
+    VppIncompatible,
+    VppUnavailable,
+    avf_pci_u32,
+    choose_driver_path,
+)
 from nri_plugin.vpp_pod import Tag, VppPodError, VppPodRecord, VppPods, memif_wiring, parse_tag
 from tests.datapath.conftest import make_vpp
 from tests.vpp_standin.model import ADMIN_UP, VppModel
@@ -85,7 +96,10 @@ def test_vpp_down_at_pod_start(pods: VppPods) -> None:
     assert not (pods.memif_dir / UID).exists()
 
 
-@pytest.mark.parametrize(("offer", "call"), [(("dev",), "dev_attach"), (("avf",), "avf_create")])
+@pytest.mark.parametrize(
+    ("offer", "call"),
+    [(("dev",), "dev_attach"), (("dev",), "dev_create_port_if"), (("avf",), "avf_create")],
+)
 def test_error_on_second_vf_undoes_everything(make_standin, pods: VppPods, offer, call) -> None:
     standin = make_standin(offer)
     standin.fail_on(call, 2, -79)
@@ -163,3 +177,33 @@ def test_tags_round_trip_and_ignore_foreign_tags() -> None:
     t = Tag(UID, "vf", 3, 42)
     assert parse_tag(str(t)) == t and len(str(t)) <= 63
     assert parse_tag("uplink") is None and parse_tag("vfh:x:bridge1") is None
+
+
+def test_driver_path_choice_names_missing_messages() -> None:
+    everything = frozenset(COMMON_MESSAGES + DEV_MESSAGES + AVF_MESSAGES)
+    assert choose_driver_path(everything) is DriverPath.DEV
+    assert choose_driver_path(everything - set(DEV_MESSAGES[:1])) is DriverPath.AVF
+    # A CRC drift looks like a missing message: the name_crc key is not in VPP's table.
+    with pytest.raises(VppIncompatible, match="memif_create_v2_8c7de5f7"):
+        choose_driver_path(everything - {"memif_create_v2_8c7de5f7"})
+
+
+def test_undo_while_vpp_is_down_can_be_retried(make_standin, pods: VppPods) -> None:
+    standin = make_standin()
+    rec = pods.program(UID, [VF1])
+    standin.stop()
+    with pytest.raises(VppUnavailable):
+        pods.undo(rec)
+    standin.model = VppModel()  # VPP came back empty
+    standin.start()
+    pods.vpp.reconnect()
+    pods.undo(rec)
+    assert not Path(rec.socket_path).parent.exists()
+
+
+@given(
+    st.from_regex(r"[A-Za-z0-9-]{1,40}", fullmatch=True), st.sampled_from(["vf", "memif"]), st.integers(0, 99)
+)
+def test_tag_round_trip(uid: str, kind: str, n: int) -> None:
+    t = Tag(uid, kind, n, 4_000_000_000 if kind == "vf" else None)
+    assert parse_tag(str(t)) == t and len(str(t)) <= 63

@@ -27,8 +27,6 @@ class TestpmdBuild:
     name: str
     command: tuple[str, ...]
 
-    __test__ = False  # not a pytest class
-
 
 def builds() -> list[TestpmdBuild]:
     """Available testpmd builds, newest first."""
