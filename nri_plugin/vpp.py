@@ -149,19 +149,19 @@ def choose_driver_path(table: frozenset[str]) -> DriverPath:
 
 
 class Vpp:
-    """VPP's binary API over its unix socket. ``api_dirs`` hold the ``*.api.json`` definitions
-    (VPP installs them under /usr/share/vpp/api)."""
+    """VPP's binary API over its unix socket. ``api_dirs`` hold the ``*.api.json`` definitions (VPP
+    installs them under /usr/share/vpp/api); None fetches them from VPP (``get_api_json``, >= 24.06)."""
 
     def __init__(
         self,
         socket_path: Path = DEFAULT_SOCKET,
         *,
-        api_dirs: Sequence[Path] = (DEFAULT_API_DIR,),
+        api_dirs: Sequence[Path] | None = (DEFAULT_API_DIR,),
         client_name: str = "vfhotplug",
         read_timeout: float = 5.0,
     ) -> None:
         self.socket_path = socket_path
-        self._api_dirs = tuple(api_dirs)
+        self._api_dirs = None if api_dirs is None else tuple(api_dirs)
         self._name = client_name
         self._timeout = read_timeout
         self._client: Any = None
@@ -175,7 +175,8 @@ class Vpp:
             return
         try:
             client = VPPApiClient(
-                apidir=[str(d) for d in self._api_dirs],
+                apidir=None if self._api_dirs is None else [str(d) for d in self._api_dirs],
+                bootstrapapi=self._api_dirs is None,
                 server_address=str(self.socket_path),
                 read_timeout=self._timeout,
             )

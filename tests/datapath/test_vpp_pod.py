@@ -22,6 +22,7 @@ from nri_plugin.vpp import (
     COMMON_MESSAGES,
     DEV_MESSAGES,
     DriverPath,
+    Vpp,
     VppIncompatible,
     VppUnavailable,
     avf_pci_u32,
@@ -177,6 +178,16 @@ def test_tags_round_trip_and_ignore_foreign_tags() -> None:
     t = Tag(UID, "vf", 3, 42)
     assert parse_tag(str(t)) == t and len(str(t)) <= 63
     assert parse_tag("uplink") is None and parse_tag("vfh:x:bridge1") is None
+
+
+def test_api_definitions_bootstrapped_from_vpp(make_standin, short_tmp: Path) -> None:
+    standin = make_standin(("avf",))
+    vpp = Vpp(short_tmp / "api.sock", api_dirs=None)  # get_api_json (VPP >= 24.06)
+    rec = VppPods(vpp, short_tmp / "memif").program(UID, [VF1])
+    assert vpp.driver_path is DriverPath.AVF and standin.calls["get_api_json"] == 1
+    assert [i.name for i in standin.model.interfaces.values() if i.kind == "avf"] == ["avf-0/3b/2/1"]
+    VppPods(vpp, short_tmp / "memif").undo(rec)
+    vpp.close()
 
 
 def test_driver_path_choice_names_missing_messages() -> None:
