@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import socket
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,9 @@ class Health:
 class Thresholds:
     pool_degraded: float = 0.80  # share of a pool in use
     pool_exhausted: float = 0.95
+    # Stall / stuck verdicts compare with a sample at least this old: a busy 2-core VM can deschedule an
+    # lcore for tens of ms, and testpmd's cycle counters are not updated on every poll.
+    stall_window_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class DpdkSample:
     mempools: tuple[PoolUsage, ...]
     rings: tuple[RingUsage, ...] | None  # None: no ring telemetry
     lcore_cycles: tuple[tuple[int, int], ...] | None  # (lcore id, total cycles); None: not available
+    taken_at: float = 0.0  # time.monotonic()
 
 
 class TelemetryUnavailable(Exception):
@@ -140,7 +145,9 @@ def read_sample(tel: Telemetry) -> DpdkSample:
         info = tel.query(f"/mempool/info,{name}") or {}
         in_use = None
         if "common_pool_count" in info:  # DPDK >= 23.03
-            in_use = info["size"] - info["common_pool_count"] - info.get("total_cache_count", 0)
+            # Objects not populated yet are neither free nor in use.
+            populated = info.get("populated_size", info["size"])
+            in_use = populated - info["common_pool_count"] - info.get("total_cache_count", 0)
         pools.append(PoolUsage(name, int(info.get("size", 0)), in_use))
     rings = None
     ring_names = tel.query("/ring/list")
@@ -152,11 +159,14 @@ def read_sample(tel: Telemetry) -> DpdkSample:
         )
     usage = tel.query("/eal/lcore/usage")
     lcores = None if not usage else tuple(zip(usage["lcore_ids"], usage["total_cycles"], strict=True))
-    return DpdkSample(str(tel.hello.get("version", "DPDK ?")), tuple(pools), rings, lcores)
+    version = str(tel.hello.get("version", "DPDK ?"))
+    return DpdkSample(version, tuple(pools), rings, lcores, time.monotonic())
 
 
 def classify_dpdk(prev: DpdkSample | None, cur: DpdkSample, th: Thresholds = Thresholds()) -> Health:
-    """Pure: two consecutive samples -> health. ``prev`` is None on the first poll."""
+    """Pure: a sample, and the baseline before it (None at first) -> health."""
+    if prev is not None and cur.taken_at - prev.taken_at < th.stall_window_s:
+        prev = None  # too recent to call anything stuck
     bad: list[str] = []
     warn: list[str] = []
     notes: list[str] = []
@@ -272,8 +282,10 @@ class HealthMonitor:
             tel.close()
             self._prev.pop(pod_uid, None)
             return self._record(pod_uid, Health(HealthState.UNHEALTHY, (f"DPDK process gone: {e}",)))
-        health = classify_dpdk(self._prev.get(pod_uid), cur, self._th)
-        self._prev[pod_uid] = cur
+        base = self._prev.get(pod_uid)
+        health = classify_dpdk(base, cur, self._th)
+        if base is None or cur.taken_at - base.taken_at >= self._th.stall_window_s:
+            self._prev[pod_uid] = cur  # the baseline moves once per window, however often we poll
         for p in cur.mempools:
             self._set(self._pool_size, pod_uid, p.name, p.size)
             if p.in_use is not None:

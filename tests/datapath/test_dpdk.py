@@ -78,12 +78,13 @@ def test_cleanup_removes_only_this_pods_runtime_folder_and_hugepage_files(short_
 # ---- classifier (pure) --------------------------------------------------------------------------
 
 
-def _sample(in_use: int | None, ring_used: int, cycles: int, rings: bool = True) -> DpdkSample:
+def _sample(in_use: int | None, ring_used: int, cycles: int, at: float = 2.0) -> DpdkSample:
     return DpdkSample(
         "DPDK 24.11.8",
         (PoolUsage("mb_pool_0", 1000, in_use),),
-        (RingUsage("app_ring", 1023, ring_used), RingUsage("MP_mb_pool_0", 2047, 2047)) if rings else None,
+        (RingUsage("app_ring", 1023, ring_used), RingUsage("MP_mb_pool_0", 2047, 2047)),
         ((1, cycles),),
+        at,
     )
 
 
@@ -91,11 +92,13 @@ def _sample(in_use: int | None, ring_used: int, cycles: int, rings: bool = True)
     ("prev", "cur", "state", "reason"),
     [
         (None, _sample(10, 0, 5), HealthState.HEALTHY, None),
-        (_sample(10, 0, 5), _sample(850, 0, 9), HealthState.DEGRADED, "mempool mb_pool_0 running low"),
-        (_sample(10, 0, 5), _sample(990, 0, 9), HealthState.UNHEALTHY, "mempool mb_pool_0 exhausted"),
-        (_sample(10, 0, 5), _sample(10, 1023, 9), HealthState.DEGRADED, "ring app_ring full"),
-        (_sample(10, 1023, 5), _sample(10, 1023, 9), HealthState.UNHEALTHY, "ring app_ring stuck full"),
-        (_sample(10, 0, 5), _sample(10, 0, 5), HealthState.UNHEALTHY, "lcore 1 stalled"),
+        (_sample(10, 0, 5, 0), _sample(850, 0, 9), HealthState.DEGRADED, "mempool mb_pool_0 running low"),
+        (_sample(10, 0, 5, 0), _sample(990, 0, 9), HealthState.UNHEALTHY, "mempool mb_pool_0 exhausted"),
+        (_sample(10, 0, 5, 0), _sample(10, 1023, 9), HealthState.DEGRADED, "ring app_ring full"),
+        (_sample(10, 1023, 5, 0), _sample(10, 1023, 9), HealthState.UNHEALTHY, "ring app_ring stuck full"),
+        (_sample(10, 1023, 5, 1.5), _sample(10, 1023, 9), HealthState.DEGRADED, "ring app_ring full"),
+        (_sample(10, 0, 5, 0), _sample(10, 0, 5), HealthState.UNHEALTHY, "lcore 1 stalled"),
+        (_sample(10, 0, 5, 1.5), _sample(10, 0, 5), HealthState.HEALTHY, None),  # within the window
     ],
 )
 def test_classify_dpdk(prev, cur, state, reason) -> None:
@@ -150,7 +153,7 @@ def test_health_of_real_testpmd_and_cleanup(build, short_tmp: Path, caplog) -> N
         testpmd.wait_telemetry(env.telemetry_socket, proc, short_tmp / "testpmd.log")
         mon = HealthMonitor()
         mon.poll_dpdk(POD_A, env.telemetry_socket)
-        time.sleep(0.3)
+        time.sleep(1.1)  # past the stall window: lcore cycles must have advanced
         h = mon.poll_dpdk(POD_A, env.telemetry_socket)
         assert h.state is HealthState.HEALTHY, h
         if build.name == "22.11":
@@ -194,7 +197,7 @@ def test_dry_mempool_makes_real_testpmd_unhealthy(short_tmp: Path) -> None:
         mon = HealthMonitor()
         time.sleep(0.3)
         mon.poll_dpdk(POD_B, env.telemetry_socket)
-        time.sleep(0.3)
+        time.sleep(1.1)
         h = mon.poll_dpdk(POD_B, env.telemetry_socket)
     finally:
         testpmd.stop(proc)
