@@ -81,7 +81,9 @@ def parse(text: str, path: Path) -> PluginConfig:
     try:
         mode = Mode(mode_text)
     except ValueError:
-        raise pt.error("default_mode", f"{mode_text!r} is not one of {', '.join(m.value for m in Mode)}") from None
+        raise pt.error(
+            "default_mode", f"{mode_text!r} is not one of {', '.join(m.value for m in Mode)}"
+        ) from None
     pools = pt.strings("pools", None)
     mtu = pt.integer("mtu", None, 68, 65535)
     defaults = DemandDefaults(
@@ -106,7 +108,12 @@ def parse(text: str, path: Path) -> PluginConfig:
     pt.finish()
     top.finish()
     return PluginConfig(
-        nri=nri, host=host, lifecycle=lifecycle, state_dir=state_dir, sysfs_root=sysfs_root, log_level=log_level
+        nri=nri,
+        host=host,
+        lifecycle=lifecycle,
+        state_dir=state_dir,
+        sysfs_root=sysfs_root,
+        log_level=log_level,
     )
 
 
@@ -114,5 +121,7 @@ def load(path: Path) -> PluginConfig:
     try:
         text = path.read_text()
     except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror}; pass --config with a readable file") from e
+        raise ConfigError(
+            f"cannot read config {path}: {e.strerror}; pass --config with a readable file"
+        ) from e
     return parse(text, path)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from host_side.pci import PciAddress
-from nri_plugin.vpp_pod import Mount
+from nri_plugin.nri_types import Mount
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ class DpdkPodEnv:
     @property
     def mounts(self) -> tuple[Mount, ...]:
         return (
-            Mount(str(self.runtime_dir), CONTAINER_RUNTIME_DIR),
-            Mount(str(self.hugepage_dir), CONTAINER_HUGEPAGE_DIR),
+            Mount(CONTAINER_RUNTIME_DIR, str(self.runtime_dir), options=("rbind", "rw")),
+            Mount(CONTAINER_HUGEPAGE_DIR, str(self.hugepage_dir), options=("rbind", "rw")),
         )
 
     @property

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from host_side.pci import PciAddress
+from nri_plugin.nri_types import Mount
 from nri_plugin.vpp import Interface, MemifSocket, Vpp, VppError, VppUnavailable
 
 log = logging.getLogger(__name__)
@@ -94,13 +95,6 @@ def parse_tag(text: str) -> Tag | None:
 
 
 @dataclass(frozen=True)
-class Mount:
-    source: str
-    destination: str
-    options: tuple[str, ...] = ("rbind", "rw")
-
-
-@dataclass(frozen=True)
 class MemifWiring:
     """What the pod's containers get: the memif socket folder mounted, and env naming the socket and ids."""
 
@@ -124,7 +118,9 @@ def memif_wiring(memif_dir: Path, pod_uid: str, count: int) -> MemifWiring:
     ids = list(range(count))
     vdevs = " ".join(f"net_memif{i},role=client,id={i},socket={sock},socket-abstract=no" for i in ids)
     return MemifWiring(
-        mounts=(Mount(str(pod_socket_dir(memif_dir, pod_uid)), CONTAINER_MEMIF_DIR),),
+        mounts=(
+            Mount(CONTAINER_MEMIF_DIR, str(pod_socket_dir(memif_dir, pod_uid)), options=("rbind", "rw")),
+        ),
         env=(
             ("VFHOTPLUG_MEMIF_SOCKET", sock),
             ("VFHOTPLUG_MEMIF_IDS", ",".join(map(str, ids))),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nri_plugin.dpdk_health import DpdkSample, Telemetry, TelemetryUnavailable, read_sample
-from nri_plugin.vpp_pod import Mount
+from nri_plugin.nri_types import Mount
 
 REPO = Path(__file__).resolve().parents[2]
 TRIXIE = REPO / "build" / "dpdk" / "trixie" / "fs"
