@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stops the libvirtd and virtlogd that start.sh started (by their pid files) and restores /dev/kvm.
-# Running domains are destroyed by libvirtd's own shutdown only if configured; tests destroy theirs.
+# QEMU processes of running domains outlive libvirtd; tests destroy the domains they start.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
