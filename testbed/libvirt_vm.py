@@ -124,7 +124,11 @@ class TestVm:
         )
         t0 = time.monotonic()
         self._connection().createXML(xml, 0)
-        self.wait_for_console(lambda text: "BOOTED" in text, boot_timeout_s, "BOOTED")
+        try:
+            self.wait_for_console(lambda text: "BOOTED" in text, boot_timeout_s, "BOOTED")
+        except TimeoutError:
+            self.destroy()
+            raise
         boot_s = time.monotonic() - t0
         log.info("test guest %s booted in %.2f s", self.name, boot_s)
         return boot_s
