@@ -130,7 +130,11 @@ class TestVm:
         self.console_log.unlink(missing_ok=True)
         t0 = time.monotonic()
         self._connection().createXML(xml, 0)
-        self.wait_for_console(lambda text: self.ready_marker in text, boot_timeout_s, self.ready_marker)
+        try:
+            self.wait_for_console(lambda text: self.ready_marker in text, boot_timeout_s, self.ready_marker)
+        except TimeoutError:
+            self.destroy()
+            raise
         boot_s = time.monotonic() - t0
         log.info("test guest %s booted in %.2f s", self.name, boot_s)
         return boot_s

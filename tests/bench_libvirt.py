@@ -60,8 +60,9 @@ def run(cycles: int) -> dict[str, list[float]]:
     return samples
 
 
-def main() -> None:
-    cycles = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    cycles = int(args[0]) if args else 10
     samples = run(cycles)
     print(f"libvirt emulated-nic hot-plug, {cycles} cycles, medians in ms (tier C, TCG)")
     for name in sorted(samples):

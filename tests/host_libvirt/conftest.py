@@ -39,7 +39,19 @@ def vm(libvirtd: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Test
     guest.destroy()
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def owned_libvirtd_pid() -> int | None:
+    """The pid of the running libvirtd if testbed/libvirt/start.sh started it, else None."""
+    try:
+        owned = (REPO / "build" / "libvirt" / "libvirtd.owned").read_text().strip()
+        running = Path("/run/libvirtd.pid").read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(owned) if owned == running else None
+
+
 def restart_libvirtd() -> None:
     """Starts libvirtd again through the testbed's own script (a test stopped it)."""
-    repo = Path(__file__).resolve().parents[2]
-    subprocess.run(["bash", str(repo / "testbed" / "libvirt" / "start.sh")], check=True)
+    subprocess.run(["bash", str(REPO / "testbed" / "libvirt" / "start.sh")], check=True)
