@@ -63,7 +63,9 @@ class VfNetlink(Protocol):
 class Hotplug(Protocol):
     def domain_running(self, domain: str) -> bool: ...
 
-    def attach(self, domain: str, vf: VfRef, alias: str, settings: VfSettings, timeout_s: float) -> PluggedDevice:
+    def attach(
+        self, domain: str, vf: VfRef, alias: str, settings: VfSettings, timeout_s: float
+    ) -> PluggedDevice:
         """Plug `vf` into `domain`; returns once DEVICE_ADDED arrived (or the alias is in the live XML)."""
         ...
 
