@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sqlite3
 import threading
 import time
@@ -125,8 +126,8 @@ def _lease(row: sqlite3.Row) -> Lease:
 class LeaseStore:
     """The SQLite lease table under `state_dir`. Thread-safe; each method is one transaction.
 
-    `crash_after` (tests only, from VFHOTPLUG_CRASH_AFTER): the process exits with status 137, like a
-    kill -9, right after committing a transition into that state."""
+    `crash_after` (tests only, from VFHOTPLUG_CRASH_AFTER): the process kills itself with SIGKILL right
+    after committing a transition into that state ("reserved" ... "free", "claimed", "answered")."""
 
     def __init__(self, path: Path, *, crash_after: str | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,8 +156,8 @@ class LeaseStore:
 
     def _committed(self, state: str) -> None:
         if self._crash_after == state:
-            log.warning("test crash hook: exiting right after committing %s", state)
-            os._exit(137)
+            log.warning("test crash hook: SIGKILL to self right after committing %s", state)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def sync_inventory(self, vfs: Sequence[VfInfo]) -> None:
         """Adds new VFs as free, updates what sysfs says about known ones, and marks vanished ones.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from host_side import config, pki
-from host_side.engine import Engine
+from host_side.client import HostClient
+from host_side.engine import Engine, Observe
 from host_side.inventory import SysfsInventory
 from host_side.leases import LeaseStore
+from host_side.metrics import Metrics
+from host_side.server import HostServer
 from tests.host.fakes import FakeDomain, FakeHotplug, FakeVfNetlink
 from tests.host.sysfs_tree import make_pf
 
@@ -119,13 +124,14 @@ class Bed:
         return self.cfg.vms[identity]
 
 
-def make_bed(tmp: Path, **kw: object) -> Bed:
+def make_bed(tmp: Path, *, observe: Observe | None = None, **kw: object) -> Bed:
     build_sysfs(tmp / "sys")
     cfg = config.load(write_config(tmp, **kw))  # type: ignore[arg-type]
     store = LeaseStore(cfg.state_dir / "leases.sqlite3")
     hotplug = FakeHotplug({vm.domain: FakeDomain() for vm in cfg.vms.values()})
     netlink = FakeVfNetlink()
-    engine = Engine(cfg, SysfsInventory(cfg.sysfs_root, list(cfg.pools.values())), store, hotplug, netlink)
+    inventory = SysfsInventory(cfg.sysfs_root, list(cfg.pools.values()))
+    engine = Engine(cfg, inventory, store, hotplug, netlink, observe=observe)
     engine.reconcile(startup=True)
     return Bed(cfg, engine, store, hotplug, netlink)
 
@@ -135,3 +141,34 @@ def bed(tmp_path: Path) -> Iterator[Bed]:
     b = make_bed(tmp_path)
     yield b
     b.store.close()
+
+
+@dataclass
+class Service:
+    bed: Bed
+    port: int
+    pki: Pki
+    metrics: Metrics
+
+    def client(self, name: str = "vm-a", pki: Pki | None = None) -> HostClient:
+        cert, key = (pki or self.pki).pair(name)
+        return HostClient(f"127.0.0.1:{self.port}", ca=self.pki.folder / "ca.pem", cert=cert, key=key)
+
+    def admin(self) -> HostClient:
+        return HostClient.unix(self.bed.cfg.listen.admin_socket)
+
+
+@pytest.fixture
+def service(lab_pki: Pki) -> Iterator[Service]:
+    # Short folder: a unix socket path must fit in 108 bytes.
+    tmp = Path(tempfile.mkdtemp(prefix="vfh-"))
+    port = free_port()
+    metrics = Metrics()
+    bed = make_bed(tmp, observe=metrics.observe, pki_dir=lab_pki.folder, port=port)
+    metrics.watch_leases(bed.store.counts)
+    server = HostServer(bed.engine, bed.cfg, metrics)
+    server.start()
+    yield Service(bed, port, lab_pki, metrics)
+    server.stop(0)
+    bed.store.close()
+    shutil.rmtree(tmp)
