@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from host_side.backend import Hotplug, PluggedDevice, VfNetlink, VfSettings, lease_alias
 from host_side.config import HostConfig, PoolConfig, VmConfig
@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 Observe = Callable[[str, float], None]
 _ATTACH_TIMEOUT = "attach timed out"
+# Stored answers outlive any retry of the VM side (its journal retries within minutes).
+_ANSWER_KEEP_S = 86400.0
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,7 @@ class Engine:
             raise PreconditionFailed(
                 f"VM {vm.identity} (domain {vm.domain}) is not running; start it and retry"
             )
-        claimed: list[Lease] = []
+        claimed: list[tuple[Lease, Lease]] = []  # (spare as it was, claimed)
         reserved: list[Lease] = []
         with self._phase("allocate"), self._alloc:
             used = self._store.used_macs()
@@ -259,7 +261,7 @@ class Engine:
                     if got is None:
                         cold.append((i, req, pool))
                     else:
-                        claimed.append(got)
+                        claimed.append((spare, got))
             if cold and warm_only:
                 self._give_back_claims(claimed)
                 raise Exhausted(
@@ -272,7 +274,7 @@ class Engine:
                 raise
         done: list[Lease] = []
         try:
-            for le in claimed:
+            for _, le in claimed:
                 with self._phase("netlink"):
                     self._netlink.apply_vf(le.vf, le.desired)
                 done.append(le)
@@ -331,10 +333,18 @@ class Engine:
         for i, req, pool in cold:  # per request line, so the policy spreads the line's VFs
             n = lines[i, pool.name][2] + 1 if (i, pool.name) in lines else 1
             lines[i, pool.name] = (req, pool, n)
+        taken_per_pf: Counter[str] = Counter()
         for (i, _), (req, pool, count) in lines.items():
-            free = [c for c in self._store.candidates(pool.name) if c.pci not in taken]
+            # Enough per PF that VFs taken by earlier lines of this call cannot leave a list short.
+            per_pf = count + sum(taken_per_pf.values())
+            free = [
+                replace(c, pf_free=(c.pf_free or 0) - taken_per_pf[c.pf])
+                for c in self._store.candidates(pool.name, per_pf, req.numa)
+                if c.pci not in taken
+            ]
             for choice in choose_vfs(free, count, pool=pool.name, numa=req.numa):
                 taken.add(choice.pci)
+                taken_per_pf[choice.pf] += 1
                 lease_id = secrets.token_hex(8)
                 picks.append(
                     Reservation(
@@ -351,10 +361,21 @@ class Engine:
                 )
         return self._store.reserve(picks)
 
-    def _give_back_claims(self, claimed: Sequence[Lease]) -> None:
-        for le in claimed:
-            self._store.unclaim(le)
-            log.info("spare VF %s (lease %s) back to VM %s's warm pool", le.vf.pci, le.lease_id, le.vm)
+    def _give_back_claims(self, claimed: Sequence[tuple[Lease, Lease]]) -> None:
+        """Spares claimed by a failed call become spares again, with their own settings back."""
+        for spare, _ in claimed:
+            self._store.unclaim(spare)
+            try:
+                self._netlink.apply_vf(spare.vf, spare.desired)
+            except HostSideError as e:
+                current = self._store.get(spare.lease_id)
+                if current is not None:
+                    self._store.move(current, "quarantined", reason=f"restoring spare settings failed: {e}")
+                log.error("spare VF %s (lease %s) quarantined: %s", spare.vf.pci, spare.lease_id, e)
+                continue
+            log.info(
+                "spare VF %s (lease %s) back to VM %s's warm pool", spare.vf.pci, spare.lease_id, spare.vm
+            )
 
     def _plug(self, lease: Lease, deadline: float) -> Lease:
         """reserved -> attaching -> attached. On failure the lease is freed or quarantined, and re-raised."""
@@ -571,6 +592,7 @@ class Engine:
         freed. A domain libvirt reports as not running holds no devices: its leases are freed. When libvirt
         cannot be asked, nothing changes. Our aliases without a lease are unplugged."""
         self.rescan()
+        self._store.prune_answers(_ANSWER_KEEP_S)
         leases = self._store.leases()
         domains = {vm.domain for vm in self._cfg.vms.values()} | {le.domain for le in leases}
         for domain in sorted(domains):

@@ -48,8 +48,9 @@ CREATE TABLE IF NOT EXISTS vfs (
   request_id TEXT, request_index INTEGER, guest_pci TEXT,
   desired TEXT, original TEXT, reason TEXT, since REAL
 );
-CREATE INDEX IF NOT EXISTS vfs_pool_state ON vfs (pool, state);
+CREATE INDEX IF NOT EXISTS vfs_pool_state ON vfs (pool, state, pf, idx);
 CREATE INDEX IF NOT EXISTS vfs_vm ON vfs (vm, pod_uid);
+CREATE INDEX IF NOT EXISTS vfs_held ON vfs (state) WHERE state != 'free';
 CREATE TABLE IF NOT EXISTS answers (
   vm TEXT NOT NULL, request_id TEXT NOT NULL, kind TEXT NOT NULL, answer TEXT NOT NULL, created REAL NOT NULL,
   PRIMARY KEY (vm, request_id)
@@ -191,17 +192,27 @@ class LeaseStore:
                 else:
                     db.execute("UPDATE vfs SET present=0 WHERE pci=?", (row["pci"],))
 
-    def candidates(self, pool: str) -> list[Candidate]:
+    def candidates(self, pool: str, per_pf: int, numa: int | None = None) -> list[Candidate]:
+        """The `per_pf` lowest-index usable free VFs of each PF of the pool, each with its PF's free count.
+
+        Counting runs on the (pool, state, pf, idx) index and each PF's list is an index range with a
+        LIMIT, so a call costs about the same with 64 or 4096 VFs in the pool."""
+        usable = "pool=? AND state='free' AND present=1 AND iommu_group_size<=1 AND (? IS NULL OR numa=?)"
+        out: list[Candidate] = []
         with self._lock:
-            rows = self._db.execute(
-                "SELECT pci, pf, idx, numa, iommu_group, iommu_group_size, state FROM vfs"
-                " WHERE pool=? AND state='free' AND present=1",
-                (pool,),
+            counts = self._db.execute(
+                f"SELECT pf, COUNT(*) FROM vfs WHERE {usable} GROUP BY pf", (pool, numa, numa)
             ).fetchall()
-        return [
-            Candidate(PciAddress.parse(r[0]), r[1], r[2], r[3], r[4], r[5], r[6])  # column order above
-            for r in rows
-        ]
+            for pf, free in counts:
+                rows = self._db.execute(
+                    "SELECT pci, idx, numa, iommu_group, iommu_group_size FROM vfs"
+                    f" WHERE {usable} AND pf=? ORDER BY idx LIMIT ?",
+                    (pool, numa, numa, pf, per_pf),
+                ).fetchall()
+                out.extend(
+                    Candidate(PciAddress.parse(r[0]), pf, r[1], r[2], r[3], r[4], "free", free) for r in rows
+                )
+        return out
 
     def reserve(self, picks: Sequence[Reservation]) -> list[Lease]:
         """Commits all `picks` reserved, or none (StaleLease when one is no longer free)."""
@@ -318,12 +329,13 @@ class LeaseStore:
             self._committed("claimed")
         return out
 
-    def unclaim(self, lease: Lease) -> None:
-        """Turns a claimed spare back into a warm one (rollback of a failed Attach)."""
+    def unclaim(self, spare: Lease) -> None:
+        """Turns a claimed spare back into the warm one it was (rollback of a failed Attach)."""
         with self._tx() as db:
             db.execute(
-                "UPDATE vfs SET pod_uid=NULL, pod_name=NULL, request_id=NULL, since=? WHERE lease_id=?",
-                (time.time(), lease.lease_id),
+                "UPDATE vfs SET pod_uid=NULL, pod_name=NULL, request_id=NULL, desired=?, since=?"
+                " WHERE lease_id=?",
+                (json.dumps(asdict(spare.desired)), time.time(), spare.lease_id),
             )
 
     def leases(
@@ -355,7 +367,7 @@ class LeaseStore:
 
     def used_macs(self) -> set[str]:
         with self._lock:
-            rows = self._db.execute("SELECT desired FROM vfs WHERE desired IS NOT NULL").fetchall()
+            rows = self._db.execute("SELECT desired FROM vfs WHERE state != 'free'").fetchall()
         return {json.loads(r[0])["mac"] for r in rows}
 
     def answer(self, vm: str, request_id: str) -> tuple[str, str] | None:

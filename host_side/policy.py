@@ -28,6 +28,9 @@ class Candidate:
     iommu_group: int | None
     iommu_group_size: int
     state: str
+    # Usable free VFs of this VF's PF when the caller passes only the first few of each PF (a store
+    # with thousands of VFs does); None: count the candidates given.
+    pf_free: int | None = None
 
 
 def choose_vfs(
@@ -53,9 +56,13 @@ def choose_vfs(
         if numa is not None and c.numa != numa:
             continue
         by_pf.setdefault(c.pf, []).append(c)
-    for vfs in by_pf.values():
+    left: dict[str, int] = {}
+    for pf, vfs in by_pf.items():
         vfs.sort(key=lambda c: c.index, reverse=True)  # pop() takes the lowest index
-    available = sum(len(v) for v in by_pf.values())
+        known = [c.pf_free for c in vfs if c.pf_free is not None]
+        left[pf] = min(known) if known else len(vfs)
+    # A PF's list may be cut short, but never below `count`: this is the true number up to `count`.
+    available = sum(min(left[pf], len(vfs)) for pf, vfs in by_pf.items())
     if available < count:
         where = f" on NUMA node {numa}" if numa is not None else ""
         raise Exhausted(
@@ -64,8 +71,9 @@ def choose_vfs(
         )
     chosen: list[Candidate] = []
     for _ in range(count):
-        pf = min((pf for pf in by_pf if by_pf[pf]), key=lambda pf: (-len(by_pf[pf]), pf))
+        pf = min((pf for pf in by_pf if by_pf[pf]), key=lambda pf: (-left[pf], pf))
         chosen.append(by_pf[pf].pop())
+        left[pf] -= 1
     return tuple(chosen)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import tempfile
@@ -73,6 +74,7 @@ def write_config(
     warm: int = 0,
     extra_pool: str = "",
     timeouts: str = "",
+    pfs: tuple[str, ...] = ("ens1f0", "0000:5e:00.0"),
 ) -> Path:
     tcp = ""
     if pki_dir is not None and port is not None:
@@ -99,7 +101,7 @@ sync_grace_s = 0.5
 {timeouts}
 
 [pools.net]
-pfs = ["ens1f0", "0000:5e:00.0"]
+pfs = {json.dumps(list(pfs))}
 warm_spares = {warm}
 allow_trust = true
 {extra_pool}

@@ -58,7 +58,8 @@ def make_pf(
     add_device(root, pf, numa=numa, driver="ice")
     add_netdev(root, pf, ifname)
     bus = vf_bus if vf_bus is not None else pf_pci.bus + 1
-    vfs = [PciAddress(pf_pci.domain, bus, i // 8, i % 8) for i in range(numvfs)]
+    # 32 slots x 8 functions per bus; a PF with more VFs spreads them over the following buses.
+    vfs = [PciAddress(pf_pci.domain, bus + i // 256, (i % 256) // 8, i % 8) for i in range(numvfs)]
     set_numvfs(root, pf, ifname, vfs, numa=numa, first_group=first_group, vf_driver=vf_driver)
     return vfs
 

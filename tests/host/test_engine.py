@@ -10,6 +10,7 @@ from host_side.errors import (
     BackendUnavailable,
     DeadlineExceeded,
     Exhausted,
+    HostSideError,
     PermissionDenied,
     PreconditionFailed,
     UnknownPool,
@@ -237,6 +238,16 @@ def test_warm_pool_refill_and_claim(tmp_path):
             bed.vm("vm-a"), "p2", "n", [VfRequest("net", count=2)], "c2", later(), warm_only=True
         )
     assert states(bed)["warm"] == 7  # the failed claim gave its spare back
+    # A claim whose VF settings fail: the spare goes back with its own MAC, not the pod's.
+    spare = next(le for le in bed.engine.leases(bed.vm("vm-b")) if le.pod_uid is None)
+    bed.netlink.fail_apply = HostSideError("set vf 0 on ens1f0: Operation not permitted (EPERM)")
+    with pytest.raises(HostSideError, match="EPERM"):
+        bed.engine.attach(
+            bed.vm("vm-b"), "p9", "n", [VfRequest("net", mac="02:99:00:00:00:01")], "c9", later()
+        )
+    back = lease(bed, spare.lease_id)
+    assert back.pod_uid is None and back.desired == spare.desired
+    assert bed.netlink.vfs[str(spare.vf.pci)].mac == spare.desired.mac
     assert bed.engine.refill_warm() == 1
     # Quota 4: 2 spares + p1 + a 1-VF pod, no more spares beyond the quota.
     attach(bed, "vm-a", "p3", "c3", VfRequest("net", count=2))

@@ -137,3 +137,25 @@ def test_quota_and_pool_cap():
         check_quota("vm", 3, Counter(net=3), Counter(net=2), 4, {"net": 0})
     with pytest.raises(Exhausted, match="pool allows 2 per VM"):
         check_quota("vm", 1, Counter(net=1), Counter(net=2), 9, {"net": 2})
+
+
+@given(st.lists(st.integers(0, 20), min_size=1, max_size=4), st.integers(1, 6))
+def test_lists_cut_per_pf_choose_like_full_lists(free_per_pf, count):
+    """The store hands over only the first `count` free VFs of each PF plus the PF's free count."""
+    full = [cand("ab"[p % 2] + str(p), i) for p, n in enumerate(free_per_pf) for i in range(n)]
+    cut = [
+        Candidate(c.pci, c.pf, c.index, c.numa, c.iommu_group, c.iommu_group_size, c.state, pf_free=n)
+        for p, n in enumerate(free_per_pf)
+        for c in full
+        if c.pf == "ab"[p % 2] + str(p) and c.index < count
+    ]
+    if sum(free_per_pf) < count:
+        with pytest.raises(Exhausted, match=f"has {sum(free_per_pf)} usable"):
+            choose_vfs(cut, count, pool="net")
+        return
+    assert choose_vfs(cut, count, pool="net") == tuple(
+        Candidate(c.pci, c.pf, c.index, c.numa, c.iommu_group, c.iommu_group_size, c.state, pf_free=n)
+        for c in choose_vfs(full, count, pool="net")
+        for p, n in enumerate(free_per_pf)
+        if c.pf == "ab"[p % 2] + str(p)
+    )
