@@ -26,6 +26,7 @@ from host_side.errors import (
     Exhausted,
     HostSideError,
     InvalidRequest,
+    NotFound,
     PermissionDenied,
     PreconditionFailed,
     UnknownPool,
@@ -105,7 +106,10 @@ class Engine:
         self._netlink = netlink
         self._observe = observe or (lambda phase, seconds: None)
         # Held while reading counts, choosing and reserving: the only place where VFs change owner.
+        # Reconcile holds it too while it settles leases, and skips the leases a call is working on.
         self._alloc = threading.Lock()
+        self._busy_lock = threading.Lock()
+        self._busy: Counter[str] = Counter()
         self._inflight_lock = threading.Lock()
         self._inflight: dict[tuple[str, str], threading.Lock] = {}
 
@@ -144,6 +148,19 @@ class Engine:
             with self._inflight_lock:
                 if not lock.locked():
                     self._inflight.pop(key, None)
+
+    def _mark(self, leases: Sequence[Lease]) -> None:
+        with self._busy_lock:
+            self._busy.update(le.lease_id for le in leases)
+
+    def _unmark(self, leases: Sequence[Lease]) -> None:
+        with self._busy_lock:
+            self._busy.subtract(le.lease_id for le in leases)
+            self._busy = +self._busy  # drop the zeros
+
+    def _is_busy(self, lease_id: str) -> bool:
+        with self._busy_lock:
+            return self._busy[lease_id] > 0
 
     def _remaining(self, deadline: float, what: str) -> float:
         left = deadline - time.monotonic()
@@ -272,6 +289,23 @@ class Engine:
             except HostSideError:
                 self._give_back_claims(claimed)
                 raise
+            mine = [*(got for _, got in claimed), *reserved]
+            self._mark(mine)  # before the allocation lock opens, so reconcile leaves them alone
+        try:
+            return self._finish_attach(vm, pod_uid, pod_name, claimed, reserved, deadline)
+        finally:
+            self._unmark(mine)
+
+    def _finish_attach(
+        self,
+        vm: VmConfig,
+        pod_uid: str,
+        pod_name: str,
+        claimed: Sequence[tuple[Lease, Lease]],
+        reserved: Sequence[Lease],
+        deadline: float,
+    ) -> list[GrantedVf]:
+        """VF settings for claimed spares, hot-plug for reserved VFs; everything given back on failure."""
         done: list[Lease] = []
         try:
             for _, le in claimed:
@@ -421,6 +455,15 @@ class Engine:
         self._store.free(lease)
         return True
 
+    def _undo_marked(self, lease: Lease, timeout_s: float) -> bool:
+        """_undo for an API call: reconcile keeps off the lease meanwhile."""
+        with self._alloc:
+            self._mark([lease])
+        try:
+            return self._undo(lease, timeout_s)
+        finally:
+            self._unmark([lease])
+
     def _undo(self, lease: Lease, timeout_s: float | None = None) -> bool:
         """Takes a lease back in whatever state it is; True when the VF is free again."""
         if lease.state == "reserved":
@@ -448,6 +491,8 @@ class Engine:
                 e,
             )
             return False
+        except NotFound:
+            log.info("lease %s: libvirt no longer has %s in %s", lease.lease_id, alias, lease.domain)
         except PreconditionFailed:
             if self._hotplug.domain_running(lease.domain):
                 raise
@@ -501,7 +546,7 @@ class Engine:
             released, quarantined = list(gone), list[str]()
             for le in targets:
                 timeout = min(self._cfg.timeouts.detach_s, max(0.1, deadline - time.monotonic()))
-                (released if self._undo(le, timeout) else quarantined).append(le.lease_id)
+                (released if self._undo_marked(le, timeout) else quarantined).append(le.lease_id)
                 log.info(
                     "release of lease %s (VF %s, pod %s, VM %s): %s",
                     le.lease_id,
@@ -531,7 +576,7 @@ class Engine:
                 le.vf.pci,
             )
             timeout = min(self._cfg.timeouts.detach_s, max(0.1, deadline - time.monotonic()))
-            (released if self._undo(le, timeout) else quarantined).append(le.lease_id)
+            (released if self._undo_marked(le, timeout) else quarantined).append(le.lease_id)
         return ReleaseResult(tuple(released), tuple(quarantined))
 
     def leases(self, vm: VmConfig | None) -> list[Lease]:
@@ -564,12 +609,25 @@ class Engine:
                         for _ in range(min(pool.warm_spares - spares[pool.name], room - len(cold))):
                             cold.append((0, VfRequest(pool=pool.name), pool))
                     reserved = self._reserve(vm, None, None, None, cold, held, self._store.used_macs())
-                for le in reserved:
-                    self._plug(le, time.monotonic() + self._cfg.timeouts.attach_s)
-                    plugged += 1
-                    log.info(
-                        "warm spare VF %s (lease %s) plugged into VM %s", le.vf.pci, le.lease_id, vm.identity
-                    )
+                    self._mark(reserved)
+                try:
+                    for le in reserved:
+                        try:
+                            self._plug(le, time.monotonic() + self._cfg.timeouts.attach_s)
+                        except HostSideError as e:  # _plug freed or quarantined it; try the next one
+                            log.warning(
+                                "warm spare VF %s for VM %s not plugged: %s", le.vf.pci, vm.identity, e
+                            )
+                            continue
+                        plugged += 1
+                        log.info(
+                            "warm spare VF %s (lease %s) plugged into VM %s",
+                            le.vf.pci,
+                            le.lease_id,
+                            vm.identity,
+                        )
+                finally:
+                    self._unmark(reserved)
             except HostSideError as e:
                 log.warning("warm pool of VM %s not refilled: %s", vm.identity, e)
         return plugged
@@ -606,8 +664,8 @@ class Engine:
             with self._alloc:  # no allocation interleaves with the check of this domain
                 for le in mine:
                     current = self._store.get(le.lease_id)
-                    if current is None or current.state != le.state:
-                        continue  # a call moved it meanwhile
+                    if current is None or current.state != le.state or self._is_busy(le.lease_id):
+                        continue  # a call is working on it
                     try:
                         self._settle(current, live.get(lease_alias(le.lease_id)), running, startup)
                     except StaleLease:

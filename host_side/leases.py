@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import grpc
+
 from host_side.backend import VfRef, VfSettings
 from host_side.errors import HostSideError
 from host_side.inventory import VfInfo
@@ -62,6 +64,8 @@ CRASH_ENV = "VFHOTPLUG_CRASH_AFTER"
 
 class StaleLease(HostSideError):
     """A lease was not in the state a transition expected (another call moved it first)."""
+
+    status = grpc.StatusCode.ABORTED
 
 
 @dataclass(frozen=True)

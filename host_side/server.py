@@ -20,7 +20,7 @@ from host_side.api import hostplug_pb2 as _pb
 from host_side.api import hostplug_pb2_grpc as _grpc
 from host_side.config import HostConfig, VmConfig
 from host_side.engine import Engine
-from host_side.errors import HostSideError, InvalidRequest, PermissionDenied
+from host_side.errors import ConfigError, HostSideError, PermissionDenied
 from host_side.metrics import Metrics
 from host_side.wire import granted_to_pb, lease_to_pb, request_from_pb
 
@@ -169,11 +169,11 @@ class Servicer(_grpc.HostPlugServicer):
 
 def _read(path: Path | None, what: str) -> bytes:
     if path is None:
-        raise InvalidRequest(f"listen.{what} is not set")
+        raise ConfigError(f"listen.{what} is not set")
     try:
         return path.read_bytes()
     except OSError as e:
-        raise InvalidRequest(f"cannot read listen.{what} {path}: {e.strerror}") from e
+        raise ConfigError(f"cannot read listen.{what} {path}: {e.strerror}") from e
 
 
 class HostServer:
@@ -188,7 +188,13 @@ class HostServer:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._workers))
         servicer = Servicer(self._engine, self._metrics, admin=admin, backend=self._cfg.backend)
         _grpc.add_HostPlugServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-        port = bind(server)
+        what = "the admin socket" if admin else "TCP"
+        try:
+            port = bind(server)
+        except RuntimeError as e:  # grpc's way of saying the bind failed
+            raise ConfigError(f"cannot listen on {what}: {e}; check [listen] in the config") from e
+        if port == 0:
+            raise ConfigError(f"cannot listen on {what}: address in use; check [listen] in the config")
         server.start()
         self._servers.append(server)
         return port

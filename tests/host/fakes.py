@@ -83,6 +83,9 @@ class FakeHotplug(_Persisted):
         self.attach_error: HostSideError | None = None  # raised by the next attach (after nothing changed)
         self.attach_hangs = False  # next attach: QEMU takes the device but no event comes in time
         self.attach_calls = 0
+        # When set: attach signals `attach_entered` and waits for `attach_gate` (a slow QEMU/guest).
+        self.attach_gate: threading.Event | None = None
+        self.attach_entered = threading.Event()
 
     def _persist(self) -> None:
         self._save({name: asdict(d) for name, d in self.domains.items()})
@@ -109,6 +112,9 @@ class FakeHotplug(_Persisted):
     def attach(
         self, domain: str, vf: VfRef, alias: str, settings: VfSettings, timeout_s: float
     ) -> PluggedDevice:
+        if self.attach_gate is not None:
+            self.attach_entered.set()
+            self.attach_gate.wait(timeout_s)
         with self._lock:
             self._reachable()
             self.attach_calls += 1

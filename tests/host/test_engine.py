@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -263,3 +264,18 @@ def test_inventory_rescan_adds_vfs_without_restart(bed: Bed):
     set_numvfs(bed.cfg.sysfs_root, "0000:3b:00.0", "ens1f0", vfs, first_group=100)
     assert bed.engine.rescan()
     assert states(bed) == {"free": 18}
+
+
+def test_reconcile_leaves_an_attach_in_flight_alone(bed: Bed):
+    bed.hotplug.attach_gate = threading.Event()
+    result: list[object] = []
+    worker = threading.Thread(target=lambda: result.append(attach(bed)))
+    worker.start()
+    assert bed.hotplug.attach_entered.wait(5)
+    (le,) = bed.engine.leases(None)
+    assert le.state == "attaching"
+    bed.engine.reconcile()  # the device is not in the domain yet, but a call is working on it
+    assert lease(bed, le.lease_id).state == "attaching"
+    bed.hotplug.attach_gate.set()
+    worker.join(5)
+    assert lease(bed, le.lease_id).state == "attached" and len(result) == 1
