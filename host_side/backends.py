@@ -12,8 +12,8 @@ from typing import cast
 
 from host_side.backend import Hotplug, VfNetlink, VfRef, VfSettings
 from host_side.config import HostConfig
-from host_side.engine import Observe
 from host_side.pci import PciAddress
+from host_side.plugging import Observe
 
 log = logging.getLogger(__name__)
 

@@ -13,27 +13,26 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
-from host_side.backend import Hotplug, PluggedDevice, VfNetlink, VfSettings, lease_alias
+from host_side.backend import Hotplug, VfNetlink, VfSettings
 from host_side.config import HostConfig, PoolConfig, VmConfig
 from host_side.contract import GrantedVf, VfRequest
 from host_side.errors import (
-    BackendUnavailable,
     DeadlineExceeded,
     Exhausted,
     HostSideError,
     InvalidRequest,
-    NotFound,
     PermissionDenied,
     PreconditionFailed,
     UnknownPool,
 )
 from host_side.inventory import SysfsInventory
-from host_side.leases import Lease, LeaseStore, Reservation, StaleLease
+from host_side.leases import Lease, LeaseStore, Reservation
 from host_side.pci import PciAddress
+from host_side.plugging import Observe, Plugger, remaining
 from host_side.policy import (
     check_quota,
     choose_vfs,
@@ -42,13 +41,9 @@ from host_side.policy import (
     normalize_mac,
     validate_request,
 )
+from host_side.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
-
-Observe = Callable[[str, float], None]
-_ATTACH_TIMEOUT = "attach timed out"
-# Stored answers outlive any retry of the VM side (its journal retries within minutes).
-_ANSWER_KEEP_S = 86400.0
 
 
 @dataclass(frozen=True)
@@ -100,16 +95,11 @@ class Engine:
         observe: Observe | None = None,
     ) -> None:
         self._cfg = cfg
-        self._inventory = inventory
         self._store = store
         self._hotplug = hotplug
         self._netlink = netlink
-        self._observe = observe or (lambda phase, seconds: None)
-        # Held while reading counts, choosing and reserving: the only place where VFs change owner.
-        # Reconcile holds it too while it settles leases, and skips the leases a call is working on.
-        self._alloc = threading.Lock()
-        self._busy_lock = threading.Lock()
-        self._busy: Counter[str] = Counter()
+        self._plugger = Plugger(cfg.timeouts, store, hotplug, netlink, observe)
+        self._reconciler = Reconciler(cfg, inventory, store, hotplug, netlink, self._plugger)
         self._inflight_lock = threading.Lock()
         self._inflight: dict[tuple[str, str], threading.Lock] = {}
 
@@ -126,14 +116,6 @@ class Engine:
     # ---- helpers ----------------------------------------------------------------------------------
 
     @contextmanager
-    def _phase(self, name: str) -> Iterator[None]:
-        t0 = time.monotonic()
-        try:
-            yield
-        finally:
-            self._observe(name, time.monotonic() - t0)
-
-    @contextmanager
     def _once(self, identity: str, request_id: str, deadline: float) -> Iterator[None]:
         """Serializes calls of one VM that carry the same request id (a retry racing the original)."""
         key = (identity, request_id)
@@ -148,25 +130,6 @@ class Engine:
             with self._inflight_lock:
                 if not lock.locked():
                     self._inflight.pop(key, None)
-
-    def _mark(self, leases: Sequence[Lease]) -> None:
-        with self._busy_lock:
-            self._busy.update(le.lease_id for le in leases)
-
-    def _unmark(self, leases: Sequence[Lease]) -> None:
-        with self._busy_lock:
-            self._busy.subtract(le.lease_id for le in leases)
-            self._busy = +self._busy  # drop the zeros
-
-    def _is_busy(self, lease_id: str) -> bool:
-        with self._busy_lock:
-            return self._busy[lease_id] > 0
-
-    def _remaining(self, deadline: float, what: str) -> float:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise DeadlineExceeded(f"{what}: the call's deadline passed; everything taken is given back")
-        return left
 
     def _pool(self, vm: VmConfig, name: str) -> PoolConfig:
         pool = self._cfg.pools.get(name)
@@ -229,7 +192,7 @@ class Engine:
                 granted = [_granted(le) for le in prior]  # finished before a crash took the answer away
             else:
                 for le in prior:  # a half-done earlier try: give it back, start again
-                    self._undo(le)
+                    self._plugger.undo(le)
                 granted = self._attach_new(
                     vm, pod_uid, pod_name, requests, pools, request_id, deadline, warm_only
                 )
@@ -247,14 +210,14 @@ class Engine:
         deadline: float,
         warm_only: bool,
     ) -> list[GrantedVf]:
-        self._remaining(deadline, f"attach for pod {pod_uid}")
+        remaining(deadline, f"attach for pod {pod_uid}")
         if not self._hotplug.domain_running(vm.domain):
             raise PreconditionFailed(
                 f"VM {vm.identity} (domain {vm.domain}) is not running; start it and retry"
             )
         claimed: list[tuple[Lease, Lease]] = []  # (spare as it was, claimed)
         reserved: list[Lease] = []
-        with self._phase("allocate"), self._alloc:
+        with self._plugger.phase("allocate"), self._plugger.alloc:
             used = self._store.used_macs()
             held = self._store.leases(vm=vm.identity)
             warm = [le for le in held if le.state == "attached" and le.pod_uid is None]
@@ -280,21 +243,21 @@ class Engine:
                     else:
                         claimed.append((spare, got))
             if cold and warm_only:
-                self._give_back_claims(claimed)
+                self._plugger.give_back_claims(claimed)
                 raise Exhausted(
                     f"pod {pod_uid}: {len(cold)} VF(s) have no warm spare on VM {vm.identity}; use Attach"
                 )
             try:
                 reserved = self._reserve(vm, pod_uid, pod_name, request_id, cold, held, used)
             except HostSideError:
-                self._give_back_claims(claimed)
+                self._plugger.give_back_claims(claimed)
                 raise
             mine = [*(got for _, got in claimed), *reserved]
-            self._mark(mine)  # before the allocation lock opens, so reconcile leaves them alone
+            self._plugger.mark(mine)  # before the allocation lock opens, so reconcile leaves them alone
         try:
             return self._finish_attach(vm, pod_uid, pod_name, claimed, reserved, deadline)
         finally:
-            self._unmark(mine)
+            self._plugger.unmark(mine)
 
     def _finish_attach(
         self,
@@ -309,11 +272,11 @@ class Engine:
         done: list[Lease] = []
         try:
             for _, le in claimed:
-                with self._phase("netlink"):
+                with self._plugger.phase("netlink"):
                     self._netlink.apply_vf(le.vf, le.desired)
                 done.append(le)
             for le in reserved:
-                done.append(self._plug(le, deadline))
+                done.append(self._plugger.plug(le, deadline))
         except BaseException as e:
             log.warning(
                 "attach for pod %s on VM %s failed (%s); giving back %d VF(s)",
@@ -322,12 +285,12 @@ class Engine:
                 e,
                 len(claimed) + len(reserved),
             )
-            self._give_back_claims(claimed)
+            self._plugger.give_back_claims(claimed)
             for le in reserved:
                 current = self._store.get(le.lease_id)
                 # A quarantined one timed out: its device may still appear, so it waits for reconcile.
                 if current is not None and current.state != "quarantined":
-                    self._undo(current)
+                    self._plugger.undo(current)
             raise
         log.info(
             "attached %d VF(s) to pod %s (%s) on VM %s: %s",
@@ -395,111 +358,7 @@ class Engine:
                 )
         return self._store.reserve(picks)
 
-    def _give_back_claims(self, claimed: Sequence[tuple[Lease, Lease]]) -> None:
-        """Spares claimed by a failed call become spares again, with their own settings back."""
-        for spare, _ in claimed:
-            self._store.unclaim(spare)
-            try:
-                self._netlink.apply_vf(spare.vf, spare.desired)
-            except HostSideError as e:
-                current = self._store.get(spare.lease_id)
-                if current is not None:
-                    self._store.move(current, "quarantined", reason=f"restoring spare settings failed: {e}")
-                log.error("spare VF %s (lease %s) quarantined: %s", spare.vf.pci, spare.lease_id, e)
-                continue
-            log.info(
-                "spare VF %s (lease %s) back to VM %s's warm pool", spare.vf.pci, spare.lease_id, spare.vm
-            )
-
-    def _plug(self, lease: Lease, deadline: float) -> Lease:
-        """reserved -> attaching -> attached. On failure the lease is freed or quarantined, and re-raised."""
-        what = f"VF {lease.vf.pci} for pod {lease.pod_uid} on VM {lease.vm}"
-        with self._phase("netlink"):
-            original = self._netlink.read_vf(lease.vf)
-        lease = self._store.move(lease, "attaching", original=original)
-        try:
-            with self._phase("netlink"):
-                self._netlink.apply_vf(lease.vf, lease.desired)
-            timeout = min(self._cfg.timeouts.attach_s, self._remaining(deadline, what))
-            with self._phase("hotplug"):
-                dev = self._hotplug.attach(
-                    lease.domain, lease.vf, lease_alias(lease.lease_id), lease.desired, timeout
-                )
-        except DeadlineExceeded as e:
-            # The device may still show up in the guest: never hand this VF out on a guess.
-            self._store.move(lease, "quarantined", reason=f"{_ATTACH_TIMEOUT}: {e}")
-            log.error("%s quarantined: attach timed out (%s)", what, e)
-            raise
-        except BaseException:
-            self._restore_and_free(lease)
-            raise
-        return self._store.move(lease, "attached", guest_pci=dev.guest_pci)
-
     # ---- release ----------------------------------------------------------------------------------
-
-    def _restore_and_free(self, lease: Lease) -> bool:
-        """Puts the VF's original settings back and frees it; quarantines it when that fails."""
-        if lease.original is not None:
-            try:
-                with self._phase("netlink"):
-                    self._netlink.apply_vf(lease.vf, lease.original)
-            except HostSideError as e:
-                self._store.move(lease, "quarantined", reason=f"restoring VF settings failed: {e}")
-                log.error(
-                    "VF %s (lease %s) quarantined: cannot restore its settings: %s",
-                    lease.vf.pci,
-                    lease.lease_id,
-                    e,
-                )
-                return False
-        self._store.free(lease)
-        return True
-
-    def _undo_marked(self, lease: Lease, timeout_s: float) -> bool:
-        """_undo for an API call: reconcile keeps off the lease meanwhile."""
-        with self._alloc:
-            self._mark([lease])
-        try:
-            return self._undo(lease, timeout_s)
-        finally:
-            self._unmark([lease])
-
-    def _undo(self, lease: Lease, timeout_s: float | None = None) -> bool:
-        """Takes a lease back in whatever state it is; True when the VF is free again."""
-        if lease.state == "reserved":
-            self._store.free(lease)  # nothing was touched yet
-            return True
-        return self._unplug(lease, timeout_s)
-
-    def _unplug(self, lease: Lease, timeout_s: float | None = None) -> bool:
-        """-> detaching -> (device gone, settings restored) free; a timeout quarantines. True when freed."""
-        if lease.state != "detaching":
-            lease = self._store.move(lease, "detaching", reason=lease.reason)
-        alias = lease_alias(lease.lease_id)
-        timeout = timeout_s if timeout_s is not None else self._cfg.timeouts.detach_s
-        try:
-            with self._phase("hotplug"):
-                self._hotplug.detach(lease.domain, alias, timeout)
-        except DeadlineExceeded as e:
-            self._store.move(lease, "quarantined", reason=f"detach timed out: {e}")
-            log.error(
-                "VF %s (lease %s, pod %s, VM %s) quarantined: the guest still holds it (%s)",
-                lease.vf.pci,
-                lease.lease_id,
-                lease.pod_uid,
-                lease.vm,
-                e,
-            )
-            return False
-        except NotFound:
-            log.info("lease %s: libvirt no longer has %s in %s", lease.lease_id, alias, lease.domain)
-        except PreconditionFailed:
-            if self._hotplug.domain_running(lease.domain):
-                raise
-            log.info(
-                "VM %s is not running; VF %s (lease %s) left with it", lease.vm, lease.vf.pci, lease.lease_id
-            )
-        return self._restore_and_free(lease)
 
     def release(
         self,
@@ -546,7 +405,7 @@ class Engine:
             released, quarantined = list(gone), list[str]()
             for le in targets:
                 timeout = min(self._cfg.timeouts.detach_s, max(0.1, deadline - time.monotonic()))
-                (released if self._undo_marked(le, timeout) else quarantined).append(le.lease_id)
+                (released if self._plugger.undo_marked(le, timeout) else quarantined).append(le.lease_id)
                 log.info(
                     "release of lease %s (VF %s, pod %s, VM %s): %s",
                     le.lease_id,
@@ -576,7 +435,7 @@ class Engine:
                 le.vf.pci,
             )
             timeout = min(self._cfg.timeouts.detach_s, max(0.1, deadline - time.monotonic()))
-            (released if self._undo_marked(le, timeout) else quarantined).append(le.lease_id)
+            (released if self._plugger.undo_marked(le, timeout) else quarantined).append(le.lease_id)
         return ReleaseResult(tuple(released), tuple(quarantined))
 
     def leases(self, vm: VmConfig | None) -> list[Lease]:
@@ -598,7 +457,7 @@ class Engine:
             try:
                 if not self._hotplug.domain_running(vm.domain):
                     continue
-                with self._alloc:
+                with self._plugger.alloc:
                     held = self._store.leases(vm=vm.identity)
                     spares = Counter(
                         le.pool for le in held if le.pod_uid is None and le.state != "quarantined"
@@ -609,11 +468,11 @@ class Engine:
                         for _ in range(min(pool.warm_spares - spares[pool.name], room - len(cold))):
                             cold.append((0, VfRequest(pool=pool.name), pool))
                     reserved = self._reserve(vm, None, None, None, cold, held, self._store.used_macs())
-                    self._mark(reserved)
+                    self._plugger.mark(reserved)
                 try:
                     for le in reserved:
                         try:
-                            self._plug(le, time.monotonic() + self._cfg.timeouts.attach_s)
+                            self._plugger.plug(le, time.monotonic() + self._cfg.timeouts.attach_s)
                         except HostSideError as e:  # _plug freed or quarantined it; try the next one
                             log.warning(
                                 "warm spare VF %s for VM %s not plugged: %s", le.vf.pci, vm.identity, e
@@ -627,7 +486,7 @@ class Engine:
                             vm.identity,
                         )
                 finally:
-                    self._unmark(reserved)
+                    self._plugger.unmark(reserved)
             except HostSideError as e:
                 log.warning("warm pool of VM %s not refilled: %s", vm.identity, e)
         return plugged
@@ -636,84 +495,7 @@ class Engine:
 
     def rescan(self) -> bool:
         """Re-reads sysfs when VF counts or drivers changed; True when the inventory was updated."""
-        inv = self._inventory.scan_if_changed()
-        if inv is None:
-            return False
-        self._store.sync_inventory(inv.vfs)
-        log.info("inventory: %d VF(s) in %d pool(s)", len(inv.vfs), len(self._cfg.pools))
-        return True
+        return self._reconciler.rescan()
 
     def reconcile(self, *, startup: bool = False) -> None:
-        """Compares each domain's live devices with the leases and settles every lease in flight.
-
-        Leases of a running domain: alias present -> attached (adopt or keep), absent -> settings restored and
-        freed. A domain libvirt reports as not running holds no devices: its leases are freed. When libvirt
-        cannot be asked, nothing changes. Our aliases without a lease are unplugged."""
-        self.rescan()
-        self._store.prune_answers(_ANSWER_KEEP_S)
-        leases = self._store.leases()
-        domains = {vm.domain for vm in self._cfg.vms.values()} | {le.domain for le in leases}
-        for domain in sorted(domains):
-            mine = [le for le in leases if le.domain == domain]
-            try:
-                running = self._hotplug.domain_running(domain)
-                live = self._hotplug.live_devices(domain) if running else {}
-            except BackendUnavailable as e:
-                log.warning("reconcile: domain %s skipped, libvirt unavailable: %s", domain, e)
-                continue
-            with self._alloc:  # no allocation interleaves with the check of this domain
-                for le in mine:
-                    current = self._store.get(le.lease_id)
-                    if current is None or current.state != le.state or self._is_busy(le.lease_id):
-                        continue  # a call is working on it
-                    try:
-                        self._settle(current, live.get(lease_alias(le.lease_id)), running, startup)
-                    except StaleLease:
-                        continue
-                    except HostSideError as e:
-                        log.warning(
-                            "reconcile: lease %s (VF %s) left %s: %s", le.lease_id, le.vf.pci, le.state, e
-                        )
-            known = {lease_alias(le.lease_id) for le in self._store.leases()}
-            for alias in sorted(set(live) - known):
-                log.warning("reconcile: domain %s holds %s without a lease; unplugging it", domain, alias)
-                try:
-                    self._hotplug.detach(domain, alias, self._cfg.timeouts.detach_s)
-                except HostSideError as e:
-                    log.warning("reconcile: could not unplug %s from %s: %s", alias, domain, e)
-
-    def _settle(self, le: Lease, dev: PluggedDevice | None, running: bool, startup: bool) -> None:
-        if le.state == "reserved":
-            self._store.free(le)
-            log.info("reconcile: lease %s (VF %s) was only reserved; freed", le.lease_id, le.vf.pci)
-        elif dev is not None and le.state in ("attaching", "attached"):
-            if le.state == "attaching" or le.guest_pci is None:
-                self._store.move(le, "attached", guest_pci=dev.guest_pci)
-                log.info(
-                    "reconcile: adopted lease %s (VF %s in %s at %s)",
-                    le.lease_id,
-                    le.vf.pci,
-                    le.domain,
-                    dev.guest_pci,
-                )
-            if startup:
-                self._netlink.apply_vf(le.vf, le.desired)  # a crash may have come between claim and settings
-        elif dev is not None:  # detaching, or quarantined while the guest still holds it: unplug again
-            self._unplug(le)
-        elif (
-            running
-            and le.state == "quarantined"
-            and (le.reason or "").startswith(_ATTACH_TIMEOUT)
-            and time.time() - le.since <= self._cfg.timeouts.attach_s
-        ):
-            pass  # a timed-out attach may still complete; wait one attach timeout before believing it
-        else:
-            log.info(
-                "reconcile: lease %s (VF %s, pod %s, state %s) has no device in %s; freeing it",
-                le.lease_id,
-                le.vf.pci,
-                le.pod_uid,
-                le.state,
-                le.domain,
-            )
-            self._restore_and_free(le)
+        self._reconciler.run(startup=startup)
