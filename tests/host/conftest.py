@@ -7,6 +7,7 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,17 +162,25 @@ class Service:
         return HostClient.unix(self.bed.cfg.listen.admin_socket)
 
 
-@pytest.fixture
-def service(lab_pki: Pki) -> Iterator[Service]:
-    # Short folder: a unix socket path must fit in 108 bytes.
-    tmp = Path(tempfile.mkdtemp(prefix="vfh-"))
+@contextmanager
+def running_service(lab_pki: Pki, **kw: object) -> Iterator[Service]:
+    """The real HostServer (TCP+mTLS on 127.0.0.1, admin socket) over an engine with fakes."""
+    tmp = Path(tempfile.mkdtemp(prefix="vfh-"))  # short: a unix socket path must fit in 108 bytes
     port = free_port()
     metrics = Metrics()
-    bed = make_bed(tmp, observe=metrics.observe, pki_dir=lab_pki.folder, port=port)
+    bed = make_bed(tmp, observe=metrics.observe, pki_dir=lab_pki.folder, port=port, **kw)
     metrics.watch_leases(bed.store.counts)
     server = HostServer(bed.engine, bed.cfg, metrics)
     server.start()
-    yield Service(bed, port, lab_pki, metrics)
-    server.stop(0)
-    bed.store.close()
-    shutil.rmtree(tmp)
+    try:
+        yield Service(bed, port, lab_pki, metrics)
+    finally:
+        server.stop(0)
+        bed.store.close()
+        shutil.rmtree(tmp)
+
+
+@pytest.fixture
+def service(lab_pki: Pki) -> Iterator[Service]:
+    with running_service(lab_pki) as s:
+        yield s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import urllib.request
 
 import grpc
 import pytest
@@ -14,8 +15,9 @@ from host_side.api import hostplug_pb2_grpc as pb_grpc
 from host_side.backend import lease_alias
 from host_side.contract import HostCallError, VfRequest
 from host_side.errors import Exhausted, HostSideError
+from host_side.metrics import Metrics
 from host_side.server import status_of
-from tests.host.conftest import Pki, Service
+from tests.host.conftest import Pki, Service, free_port, running_service
 
 
 def test_attach_list_health_release_over_mtls(service: Service):
@@ -161,3 +163,24 @@ def test_metrics_count_vfs_per_state_and_phases(service: Service):
     assert 'vfhotplug_host_vfs{pool="net",state="free"} 14.0' in text
     assert 'vfhotplug_host_phase_seconds_count{phase="hotplug"} 2.0' in text
     assert 'vfhotplug_host_call_seconds_count{method="Attach"} 1.0' in text
+
+
+def test_claim_takes_warm_spares_over_grpc(lab_pki: Pki):
+    with running_service(lab_pki, warm=1) as service, service.client("vm-a") as c:
+        assert service.bed.engine.refill_warm() == 4
+        (spare,) = [le for le in c.list_leases() if le.state == "warm"]
+        (vf,) = c.claim("uid-1", "web-0", [VfRequest("net", vlan=7)], "c1", timeout_s=5)
+        assert (vf.lease_id, vf.vlan, vf.guest_pci is not None) == (spare.lease_id, 7, True)
+        with pytest.raises(HostCallError) as err:
+            c.claim("uid-2", "web-1", [VfRequest("net")], "c2", timeout_s=5)
+        assert err.value.code == "RESOURCE_EXHAUSTED" and "use Attach" in err.value.detail
+
+
+def test_metrics_endpoint_serves_prometheus_text():
+    metrics = Metrics()
+    metrics.observe("netlink", 0.002)
+    port = free_port()
+    metrics.serve(f"127.0.0.1:{port}")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    assert 'vfhotplug_host_phase_seconds_count{phase="netlink"} 1.0' in text
