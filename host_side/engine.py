@@ -248,7 +248,13 @@ class Engine:
                     f"pod {pod_uid}: {len(cold)} VF(s) have no warm spare on VM {vm.identity}; use Attach"
                 )
             try:
-                reserved = self._reserve(vm, pod_uid, pod_name, request_id, cold, held, used)
+                try:
+                    reserved = self._reserve(vm, pod_uid, pod_name, request_id, cold, held, used)
+                except Exhausted:
+                    # sriov_numvfs may have grown since the last scan: look before saying no.
+                    if not self.rescan():
+                        raise
+                    reserved = self._reserve(vm, pod_uid, pod_name, request_id, cold, held, used)
             except HostSideError:
                 self._plugger.give_back_claims(claimed)
                 raise

@@ -25,6 +25,7 @@ from tests.host.fakes import (
     VIR_ERR_SYSTEM_ERROR,
     libvirt_error,
 )
+from tests.host.sysfs_tree import set_numvfs
 
 
 def later(s: float = 10.0) -> float:
@@ -254,12 +255,14 @@ def test_warm_pool_refill_and_claim(tmp_path):
 
 
 def test_inventory_rescan_adds_vfs_without_restart(bed: Bed):
-    from tests.host.sysfs_tree import set_numvfs
-
-    vfs = [PciAddress(0, 0x3C, i // 8, i % 8) for i in range(10)]
-    set_numvfs(bed.cfg.sysfs_root, "0000:3b:00.0", "ens1f0", vfs, first_group=100)
-    assert bed.engine.rescan()
-    assert states(bed) == {"free": 18}
+    attach(bed, "vm-b", "p", "r", VfRequest("net", count=4, numa=0))
+    attach(bed, "vm-c", "p", "r", VfRequest("net", count=3, numa=0))  # 1 of 8 left on NUMA 0
+    more = [PciAddress(0, 0x3C, i // 8, i % 8) for i in range(11)]
+    set_numvfs(bed.cfg.sysfs_root, "0000:3b:00.0", "ens1f0", more, first_group=100)
+    # An attach that finds the pool short looks at sysfs again before refusing.
+    vfs = attach(bed, "vm-a", "p", "r", VfRequest("net", count=4, numa=0))
+    assert len(vfs) == 4 and states(bed) == {"free": 8, "attached": 11}
+    assert not bed.engine.rescan()  # nothing changed since
 
 
 def test_reconcile_leaves_an_attach_in_flight_alone(bed: Bed):
