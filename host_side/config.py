@@ -7,18 +7,18 @@ config file's folder, so a config and its certificates can move together.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from host_side.errors import ConfigError
 from host_side.pci import PciAddress
+from host_side.toml_table import REQUIRED as _REQUIRED
+from host_side.toml_table import TomlTable as _Table
+from host_side.toml_table import parse_toml
 
 BACKENDS = ("libvirt", "emulated-nic", "sim")
 HOTPLUG_MODES = ("interface-hostdev", "hostdev")
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _HOSTPORT_RE = re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
 
 
@@ -86,96 +86,6 @@ class HostConfig:
         return next((vm for vm in self.vms.values() if vm.domain == domain), None)
 
 
-class _Table:
-    """Reads one TOML table, remembering which keys were used so the rest can be reported as unknown."""
-
-    def __init__(self, data: Mapping[str, Any], where: str, file: Path) -> None:
-        self._data, self._where, self._file, self._used = data, where, file, set[str]()
-
-    def error(self, key: str, what: str) -> ConfigError:
-        return ConfigError(f"{self._file}: {self._key(key)}: {what}")
-
-    def _key(self, key: str) -> str:
-        return f"{self._where}.{key}" if self._where else key
-
-    def _get(self, key: str, default: Any, types: tuple[type, ...], what: str) -> Any:
-        self._used.add(key)
-        if key not in self._data:
-            if default is _REQUIRED:
-                raise self.error(key, f"missing; expected {what}")
-            return default
-        value = self._data[key]
-        # bool is an int in Python; TOML keeps them apart, so do we.
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise self.error(key, f"expected {what}, got {type(value).__name__} {value!r}")
-        return value
-
-    def text(self, key: str, default: Any = None) -> Any:
-        return self._get(key, default, (str,), "a string")
-
-    def flag(self, key: str, default: Any) -> Any:
-        return self._get(key, default, (bool,), "true or false")
-
-    def integer(self, key: str, default: Any, lo: int, hi: int) -> Any:
-        value = self._get(key, default, (int,), f"an integer in {lo}..{hi}")
-        if value is not None and not lo <= value <= hi:
-            raise self.error(key, f"{value} is outside {lo}..{hi}")
-        return value
-
-    def seconds(self, key: str, default: float) -> float:
-        value = float(self._get(key, default, (int, float), "a number of seconds"))
-        if not 0 < value <= 86400:
-            raise self.error(key, f"{value} is not a duration in (0, 86400] seconds")
-        return value
-
-    def strings(self, key: str, default: Any) -> Any:
-        value = self._get(key, default, (list,), "a list of strings")
-        if value is not None and not all(isinstance(v, str) for v in value):
-            raise self.error(key, f"expected a list of strings, got {value!r}")
-        return value
-
-    def table(self, key: str, required: bool = False) -> _Table | None:
-        value = self._get(key, _REQUIRED if required else None, (dict,), "a table")
-        return None if value is None else _Table(value, self._key(key), self._file)
-
-    def subtables(self, key: str) -> list[tuple[str, _Table]]:
-        """The named tables of `[key.<name>]`, each name checked."""
-        outer = self.table(key, required=True)
-        assert outer is not None
-        out = []
-        for name in list(outer._data):
-            inner = outer.table(outer.name_check(name, name), required=True)
-            assert inner is not None
-            out.append((name, inner))
-        outer.finish()
-        return out
-
-    def path(self, key: str, default: Any = None) -> Path | None:
-        value = self.text(key, default)
-        if value is None:
-            return None
-        p = Path(value)
-        return p if p.is_absolute() else (self._file.parent / p)
-
-    def name_check(self, key: str, value: str) -> str:
-        if not _NAME_RE.fullmatch(value):
-            raise self.error(
-                key, f"name {value!r} must be 1-63 of A-Z a-z 0-9 _ . - (not starting with . _ -)"
-            )
-        return value
-
-    def finish(self) -> None:
-        unknown = sorted(set(self._data) - self._used)
-        if unknown:
-            where = f" in [{self._where}]" if self._where else ""
-            raise ConfigError(
-                f"{self._file}: unknown key(s){where}: {', '.join(unknown)}; check the spelling"
-            )
-
-
-_REQUIRED: Any = object()
-
-
 def _vf_indexes(t: _Table, key: str) -> frozenset[int] | None:
     """`vfs = ["0-7", "12"]`: index ranges of the PFs' VFs that belong to the pool."""
     specs = t.strings(key, None)
@@ -234,11 +144,7 @@ def _listen(t: _Table) -> ListenConfig:
 
 def parse(text: str, path: Path) -> HostConfig:
     """Parses and checks a config; `path` names the file in errors and anchors relative paths."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from e
-    top = _Table(raw, "", path)
+    top = _Table(parse_toml(text, path), "", path)
     backend = top.text("backend", _REQUIRED)
     if backend not in BACKENDS:
         raise top.error("backend", f"{backend!r} is not one of {', '.join(BACKENDS)}")

@@ -29,7 +29,11 @@ log = logging.getLogger("vfhotplug.nri")
 
 def build_lifecycle(cfg: plugin_config.PluginConfig) -> PodLifecycle:
     host = HostClient(
-        cfg.host.target, ca=cfg.host.ca, cert=cfg.host.cert, key=cfg.host.key, server_name=cfg.host.server_name
+        cfg.host.target,
+        ca=cfg.host.ca,
+        cert=cfg.host.cert,
+        key=cfg.host.key,
+        server_name=cfg.host.server_name,
     )
     return PodLifecycle(
         host,
@@ -54,7 +58,9 @@ class _PreregisteredPlugin(VfPlugin):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vfhotplug-nri", description="vfhotplug NRI plugin for containerd")
-    parser.add_argument("--config", type=Path, default=None, help=f"plugin config (default {plugin_config.DEFAULT_PATH})")
+    parser.add_argument(
+        "--config", type=Path, default=None, help=f"plugin config (default {plugin_config.DEFAULT_PATH})"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
