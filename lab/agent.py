@@ -78,6 +78,7 @@ class GuestOps:
             "run": self.run,
             "pci": self.pci,
             "read": self.read,
+            "write": self.write,
             "spawn": self.spawn,
             "signal": self.signal,
             "alive": self.alive,
@@ -102,6 +103,11 @@ class GuestOps:
 
     def read(self, path: str) -> str:
         return Path(path).read_text(errors="replace")
+
+    def write(self, path: str, text: str) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
 
     def spawn(self, key: str, argv: list[str], log_path: str, env: dict[str, str] | None = None) -> int:
         """Starts a background process (e.g. an NRI plugin) whose output goes to `log_path`."""
@@ -172,8 +178,10 @@ class GuestOps:
         pod_id = run_pod(
             self._runtime(), name, annotations=annotations, host_network=host_network, timeout=timeout
         )
-        self._pod_configs[pod_id] = pod_config(name, annotations=annotations, host_network=host_network)
-        return {"id": pod_id, "seconds": time.monotonic() - t0}
+        seconds = time.monotonic() - t0
+        config = pod_config(name, annotations=annotations, host_network=host_network)
+        self._pod_configs[pod_id] = config
+        return {"id": pod_id, "uid": config.metadata.uid, "seconds": seconds}
 
     def container_start(self, pod_id: str, name: str, command: list[str]) -> dict[str, Any]:
         from testbed.containerd import create_container, start_container

@@ -29,7 +29,7 @@ Progress = Callable[[str], None]
 DOMAIN = "vfhp-lab-c"
 
 
-def _quiet(_: str) -> None:
+def no_progress(_: str) -> None:
     pass
 
 
@@ -43,7 +43,7 @@ class Lab:
         root_ports: int = 4,
         service_target: str = "TCP:127.0.0.1:50151",
         nri_request_timeout: str = "30s",
-        progress: Progress = _quiet,
+        progress: Progress = no_progress,
     ) -> None:
         self.folder = folder.resolve()
         self.libvirtd = PrivateLibvirtd(self.folder / "libvirt")

@@ -20,6 +20,9 @@ mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t tmpfs tmpfs /tmp
 mount -t cgroup2 cgroup2 /sys/fs/cgroup || fail "cgroup2"
+# dpdk-mode pods get the hugepage mount bound into their containers.
+mkdir -p /dev/hugepages
+mount -t hugetlbfs nodev /dev/hugepages || fail "hugetlbfs"
 echo 1 >/proc/sys/kernel/sysrq
 
 repo=$(arg lab.repo)

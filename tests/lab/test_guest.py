@@ -61,13 +61,13 @@ def test_containerd_runs_recording_nri_plugin(lab: Lab) -> None:
         lambda: True if "configure" in lab.agent.call("run", argv=["cat", record])["stdout"] else None,
     )
     pod = lab.agent.call(
-        "pod_run", name="rec-pod", annotations={"vfhotplug.io/vfs": "lab"}, host_network=True
+        "pod_run", name="rec-pod", annotations={"test.vfhotplug.io/note": "lab"}, host_network=True
     )
     try:
         events = [json.loads(line) for line in lab.agent.call("read", path=record).splitlines()]
         runs = [e for e in events if e["event"] == "run" and e["name"] == "rec-pod"]
         assert len(runs) == 1
-        assert runs[0]["annotations"]["vfhotplug.io/vfs"] == "lab"
+        assert runs[0]["annotations"]["test.vfhotplug.io/note"] == "lab"
     finally:
         lab.agent.call("pod_remove", pod_id=pod["id"])
         assert lab.agent.call("signal", key="recording") is not None
