@@ -19,15 +19,23 @@ stop() {
 }
 if [ "${1:-}" = --private ]; then
   pidfile=$2/libvirtd.pid
-  [ -s "$pidfile" ] || exit 0
-  pid=$(cat "$pidfile")
-  kill "$pid" 2>/dev/null || exit 0
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || exit 0; sleep 0.1; done
-  echo "stop: the private libvirtd (pid $pid) did not exit within 5 s" >&2
-  exit 1
+  if [ -s "$pidfile" ]; then
+    pid=$(cat "$pidfile")
+    if kill "$pid" 2>/dev/null; then
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      if kill -0 "$pid" 2>/dev/null; then
+        echo "stop: the private libvirtd (pid $pid) did not exit within 5 s" >&2
+        exit 1
+      fi
+    fi
+    rm -f "$pidfile"
+  fi
+  # /dev/kvm stays as start.sh set it while the system libvirtd of this checkout still runs.
+  [ -e build/libvirt/libvirtd.owned ] && exit 0
+else
+  stop libvirtd
+  stop virtlogd
 fi
-stop libvirtd
-stop virtlogd
 if [ -e build/libvirt/kvm-mode.orig ]; then
   read -r mode owner group < build/libvirt/kvm-mode.orig
   chown "$owner:$group" /dev/kvm && chmod "$mode" /dev/kvm
