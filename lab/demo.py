@@ -59,6 +59,7 @@ def start_pod(stack: LabStack, say: Narrator, name: str, count: int, mode: str) 
 def remove_pod(stack: LabStack, say: Narrator, view: PodView) -> None:
     before = stack.service.timings()
     seconds = say.step(f"removing pod {view.name}", lambda: stack.pods.remove(view))
+    stack.pods.wait_no_leases(view.uid)
     print(phase_rows(release_phases(before, stack.service.timings(), seconds)))
 
 

@@ -92,9 +92,13 @@ class LabPods:
     def remove(self, view: PodView) -> float:
         return float(self.lab.agent.call("pod_remove", timeout_s=120, pod_id=view.pod_id)["seconds"])
 
-    def wait_no_leases(self, timeout_s: float = 30.0) -> list[LeaseInfo]:
-        """Waits until the host holds no lease (release is asynchronous to pod removal when journaled)."""
+    def wait_no_leases(self, pod_uid: str | None = None, timeout_s: float = 30.0) -> list[LeaseInfo]:
+        """Waits until the host holds no lease (of `pod_uid`, or at all); returns what is left.
+
+        The plugin may finish a release after containerd returned (journaled), so removal is not the end."""
         deadline = time.monotonic() + timeout_s
-        while (leases := self.service.leases()) and time.monotonic() < deadline:
+        while True:
+            leases = [le for le in self.service.leases() if pod_uid is None or le.pod_uid == pod_uid]
+            if not leases or time.monotonic() > deadline:
+                return leases
             time.sleep(0.2)
-        return leases

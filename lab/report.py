@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from host_side.wire import LeaseInfo
 from lab.pods import PodView
 
+START_WHOLE = "containerd: RunPodSandbox, whole"
+RELEASE_WHOLE = "containerd: Stop+RemovePodSandbox, whole"
 Timings = Mapping[str, tuple[int, float]]  # LabHostService.timings(): name -> (count, seconds)
 
 _START_HOST = (
@@ -40,13 +42,13 @@ def start_phases(
         rows.append(("guest: vfhotplug-nri prepare, whole", prepare_ms))
         if attach_ms is not None:
             rows.append(("guest: of it after the host replied (find, bind)", prepare_ms - attach_ms))
-    rows.append(("containerd: RunPodSandbox, whole", run_s * 1000))
+    rows.append((START_WHOLE, run_s * 1000))
     return rows
 
 
 def release_phases(before: Timings, after: Timings, remove_s: float) -> list[tuple[str, float]]:
     rows = [(label, ms) for key, label in _RELEASE_HOST if (ms := delta_ms(before, after, key)) is not None]
-    rows.append(("containerd: Stop+RemovePodSandbox, whole", remove_s * 1000))
+    rows.append((RELEASE_WHOLE, remove_s * 1000))
     return rows
 
 
