@@ -86,6 +86,8 @@ class SimStack:
 
     def write_files(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
+        # dpdk pods mount the hugepage folder; this machine has no /dev/hugepages (a plain folder serves)
+        (self.work / "hugepages").mkdir(exist_ok=True)
         if not (self.pki_dir / "ca.pem").exists():
             pki.init_ca(self.pki_dir)
             pki.issue(self.pki_dir, "host", server=True, sans=["127.0.0.1"])
@@ -139,6 +141,7 @@ default_pool = "{POOL}"
 state_dir = "nri-state"
 run_dir = "nri-run"
 sysfs_root = "guest-sys"
+hugepages = "{self.work / "hugepages"}"
 """
         )
 
