@@ -20,6 +20,7 @@ from pathlib import Path
 from host_side import pki
 from host_side.client import HostClient
 from host_side.contract import HostCallError
+from host_side.wire import LeaseInfo
 from tests.host.sysfs_tree import make_pf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -197,7 +198,7 @@ hugepages = "{self.work / "hugepages"}"
     def admin(self) -> HostClient:
         return HostClient.unix(self.admin_socket)
 
-    def leases(self) -> list[object]:
+    def leases(self) -> list[LeaseInfo]:
         with self.admin() as admin:
             return list(admin.list_leases())
 

@@ -33,8 +33,8 @@ def test_dpdk_pod_sees_vfio_env_devinfo_and_hugepages(containerd, stack) -> None
     cfg = pod_config("dpdk2", annotations=ann, host_network=False)
     pod_id = run_pod(rt, "dpdk2", annotations=ann, host_network=False)
     uid = cfg.metadata.uid
-    leases = [x for x in stack.leases() if getattr(x, "pod_uid", None) == uid]
-    guest_pcis = sorted(str(getattr(x, "guest_pci")) for x in leases)
+    leases = [x for x in stack.leases() if x.pod_uid == uid]
+    guest_pcis = sorted(str(x.guest_pci) for x in leases)
     assert len(guest_pcis) == 2
     assert [_driver(stack, p) for p in guest_pcis] == ["vfio-pci", "vfio-pci"]
     groups = sorted(
@@ -53,7 +53,7 @@ def test_dpdk_pod_sees_vfio_env_devinfo_and_hugepages(containerd, stack) -> None
     assert " /dev/hugepages " in out and " /var/run/dpdk " in out
 
     remove_pod(rt, pod_id)
-    assert [x for x in stack.leases() if getattr(x, "pod_uid", None) == uid] == []
+    assert [x for x in stack.leases() if x.pod_uid == uid] == []
     # the VFs went back to their kernel driver before the host took them (then the sim unplugged them)
     assert all(not (stack.guest_sysfs / "bus/pci/devices" / p).exists() for p in guest_pcis)
     assert PciAddress.parse(guest_pcis[0])

@@ -13,6 +13,7 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2
 
+from host_side.wire import LeaseInfo
 from testbed.containerd import Containerd, pod_config, run_pod
 from testbed.containerd import stop_and_remove_pod as remove_pod
 from tests.e2e.conftest import stack_for
@@ -35,8 +36,8 @@ def eventually(check: Callable[[], bool], timeout: float = 15.0, what: str = "co
         time.sleep(0.05)
 
 
-def _leases_of(stack: SimStack, uid: str) -> list[object]:
-    return [lease for lease in stack.leases() if getattr(lease, "pod_uid", None) == uid]
+def _leases_of(stack: SimStack, uid: str) -> list[LeaseInfo]:
+    return [lease for lease in stack.leases() if lease.pod_uid == uid]
 
 
 def _pod_running(rt: object, name: str) -> bool:
@@ -109,9 +110,7 @@ def test_plugin_killed_during_run_pod_sandbox(containerd, stack, step) -> None:
     stack.start_plugin()
     if _pod_running(rt, name):
         # containerd 1.7 starts the pod when the plugin dies mid-call: it must end up with its VF
-        eventually(
-            lambda: [getattr(x, "state", "") for x in _leases_of(stack, uid)] == ["attached"], 20, "the VF"
-        )
+        eventually(lambda: [x.state for x in _leases_of(stack, uid)] == ["attached"], 20, "the VF")
         pod_id = pod_id or next(
             p.id for p in rt.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items if p.metadata.name == name
         )
@@ -145,11 +144,9 @@ def test_twenty_pods_concurrently_three_rounds_no_leak_no_double_assignment(cont
         with ThreadPoolExecutor(10) as pool:
             ids = list(pool.map(lambda n: run_pod(rt, n, annotations=ONE, host_network=False), names))
         leases = stack.leases()
-        owned = [x.host_pci for x in leases if getattr(x, "pod_uid", None)]
+        owned = [x.host_pci for x in leases if x.pod_uid]
         assert len(owned) == 20 and len(set(owned)) == 20, "a VF is owned twice"
-        assert len({x.mac for x in leases if getattr(x, "pod_uid", None)}) == 20
+        assert len({x.mac for x in leases if x.pod_uid}) == 20
         with ThreadPoolExecutor(10) as pool:
             list(pool.map(lambda i: remove_pod(rt, i), ids))
-        eventually(
-            lambda: [x for x in stack.leases() if getattr(x, "pod_uid", None)] == [], 20, "all leases free"
-        )
+        eventually(lambda: [x for x in stack.leases() if x.pod_uid] == [], 20, "all leases free")

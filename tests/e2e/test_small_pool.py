@@ -29,7 +29,7 @@ def test_pool_exhausted_fails_the_pod_and_keeps_nothing(containerd, stack) -> No
         details = str(err.value.details())
         assert "RESOURCE_EXHAUSTED" in details and "'net'" in details, details
         uid = pod_config("one-too-many").metadata.uid
-        assert [x for x in stack.leases() if getattr(x, "pod_uid", None) == uid] == []
+        assert [x for x in stack.leases() if x.pod_uid == uid] == []
     finally:
         remove_pod(rt, full)
-    assert [x for x in stack.leases() if getattr(x, "pod_uid", None)] == []
+    assert [x for x in stack.leases() if x.pod_uid] == []
