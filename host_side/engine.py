@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
@@ -44,6 +45,8 @@ from host_side.policy import (
 from host_side.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
+
+_PLUG_PARALLEL = 8  # hot-plugs of one call in flight at once
 
 
 @dataclass(frozen=True)
@@ -281,8 +284,7 @@ class Engine:
                 with self._plugger.phase("netlink"):
                     self._netlink.apply_vf(le.vf, le.desired)
                 done.append(le)
-            for le in reserved:
-                done.append(self._plugger.plug(le, deadline))
+            done.extend(self._plug_all(reserved, deadline))
         except BaseException as e:
             log.warning(
                 "attach for pod %s on VM %s failed (%s); giving back %d VF(s)",
@@ -307,6 +309,18 @@ class Engine:
             ", ".join(f"{le.vf.pci}->{le.guest_pci}" for le in done),
         )
         return sorted((_granted(le) for le in done), key=lambda g: (g.request_index, str(g.host_pci)))
+
+    def _plug_all(self, reserved: Sequence[Lease], deadline: float) -> list[Lease]:
+        """Hot-plugs a call's VFs side by side (the guest's event waits overlap), waits for all of them,
+        then raises the first error; each failed one was already freed or quarantined by `plug`."""
+        if len(reserved) <= 1:
+            return [self._plugger.plug(le, deadline) for le in reserved]
+        with ThreadPoolExecutor(max_workers=min(len(reserved), _PLUG_PARALLEL)) as ex:
+            futures = [ex.submit(self._plugger.plug, le, deadline) for le in reserved]
+        for f in futures:
+            if (err := f.exception()) is not None:
+                raise err
+        return [f.result() for f in futures]
 
     def _reserve(
         self,
