@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from host_side.backend import Hotplug, VfNetlink, VfSettings
 from host_side.config import HostConfig, PoolConfig, VmConfig
@@ -47,6 +47,14 @@ from host_side.reconcile import Reconciler
 log = logging.getLogger(__name__)
 
 _PLUG_PARALLEL = 8  # hot-plugs of one call in flight at once
+
+
+@dataclass
+class _Inflight:
+    """The lock of one (VM, request id) and how many calls hold or wait for it."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,7 +112,7 @@ class Engine:
         self._plugger = Plugger(cfg.timeouts, store, hotplug, netlink, observe)
         self._reconciler = Reconciler(cfg, inventory, store, hotplug, netlink, self._plugger)
         self._inflight_lock = threading.Lock()
-        self._inflight: dict[tuple[str, str], threading.Lock] = {}
+        self._inflight: dict[tuple[str, str], _Inflight] = {}
 
     # ---- identity ---------------------------------------------------------------------------------
 
@@ -123,16 +131,20 @@ class Engine:
         """Serializes calls of one VM that carry the same request id (a retry racing the original)."""
         key = (identity, request_id)
         with self._inflight_lock:
-            lock = self._inflight.setdefault(key, threading.Lock())
-        if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise DeadlineExceeded(f"request {request_id} of VM {identity} is still running; retry later")
+            entry = self._inflight.setdefault(key, _Inflight())
+            entry.users += 1
         try:
-            yield
+            if not entry.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise DeadlineExceeded(f"request {request_id} of VM {identity} is still running; retry later")
+            try:
+                yield
+            finally:
+                entry.lock.release()
         finally:
-            lock.release()
             with self._inflight_lock:
-                if not lock.locked():
-                    self._inflight.pop(key, None)
+                entry.users -= 1
+                if entry.users == 0:
+                    del self._inflight[key]
 
     def _pool(self, vm: VmConfig, name: str) -> PoolConfig:
         pool = self._cfg.pools.get(name)

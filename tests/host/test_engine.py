@@ -278,3 +278,17 @@ def test_reconcile_leaves_an_attach_in_flight_alone(bed: Bed):
     bed.hotplug.attach_gate.set()
     worker.join(5)
     assert lease(bed, le.lease_id).state == "attached" and len(result) == 1
+
+
+def test_a_retry_racing_its_original_waits_and_gets_the_same_answer(bed: Bed):
+    bed.hotplug.attach_gate = threading.Event()
+    results: list[object] = []
+    threads = [threading.Thread(target=lambda: results.append(attach(bed))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    assert bed.hotplug.attach_entered.wait(5)
+    bed.hotplug.attach_gate.set()
+    for t in threads:
+        t.join(5)
+    assert len(results) == 2 and results[0] == results[1]
+    assert bed.hotplug.attach_calls == 1 and len(bed.engine.leases(None)) == 1
