@@ -174,9 +174,11 @@ class Plugger:
             return False
         except NotFound:
             log.info("lease %s: libvirt no longer has %s in %s", lease.lease_id, alias, lease.domain)
-        except PreconditionFailed:
+        except PreconditionFailed as e:
             if self._hotplug.domain_running(lease.domain):
-                raise
+                # DEVICE_REMOVAL_FAILED: the guest refused and still holds the device.
+                self.quarantine(lease, f"the guest refused to let go: {e}")
+                return False
             log.info(
                 "VM %s is not running; VF %s (lease %s) left with it", lease.vm, lease.vf.pci, lease.lease_id
             )

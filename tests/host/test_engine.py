@@ -306,3 +306,16 @@ def test_a_retry_racing_its_original_waits_and_gets_the_same_answer(bed: Bed):
         t.join(5)
     assert len(results) == 2 and results[0] == results[1]
     assert bed.hotplug.attach_calls == 1 and len(bed.engine.leases(None)) == 1
+
+
+def test_a_guest_refusing_the_unplug_quarantines_until_it_lets_go(bed: Bed):
+    (vf,) = attach(bed)
+    bed.hotplug.refuse_detach = True
+    out = bed.engine.release(bed.vm(), "pod1", [], "rel1", later())
+    assert out.quarantined == (vf.lease_id,)
+    le = lease(bed, vf.lease_id)
+    assert le.state == "quarantined" and "refused" in (le.reason or "")
+    assert str(vf.host_pci) in bed.hotplug.plugged_vfs()
+    bed.hotplug.refuse_detach = False
+    bed.engine.reconcile()
+    assert bed.store.get(vf.lease_id) is None and bed.hotplug.plugged_vfs() == {}
