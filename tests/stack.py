@@ -57,6 +57,7 @@ class SimStack:
     quota: int = 64
     plugin_index: str = "10"
     plugin_module: str = "nri_plugin"
+    warm_refill_s: float = 5.0
     port: int = field(default_factory=_free_port)
     host_proc: subprocess.Popen[bytes] | None = None
     plugin_proc: subprocess.Popen[bytes] | None = None
@@ -114,6 +115,7 @@ admin_socket = "admin.sock"
 attach_s = 5
 detach_s = 5
 sync_grace_s = 1
+warm_refill_interval_s = {self.warm_refill_s}
 
 [pools.{POOL}]
 pfs = ["ens1f0"]
