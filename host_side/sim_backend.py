@@ -87,7 +87,9 @@ class SimBackend:
         with self._ipr() as ipr:
             idx = ipr.link_lookup(ifname=dev["ifname"])
             if not idx:
-                log.warning("sim: %s is not at home (moved into a pod?); MAC %s not applied", dev["ifname"], mac)
+                log.warning(
+                    "sim: %s is not at home (moved into a pod?); MAC %s not applied", dev["ifname"], mac
+                )
                 return
             ipr.link("set", index=idx[0], address=mac)
         gdev = self.root / "bus/pci/devices" / dev["guest_pci"] / "net" / dev["ifname"] / "address"

@@ -22,7 +22,9 @@ SECTIONS = (
 
 def main() -> int:
     only = set(sys.argv[1:])
-    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     failed = []
     for title, module in SECTIONS:
         if only and module.rsplit(".", 1)[-1] not in only:
