@@ -33,7 +33,7 @@ def main() -> int:
         started = time.monotonic()
         try:
             importlib.import_module(module).main()
-        except Exception as e:  # one broken section must not hide the others' figures
+        except Exception as e:  # noqa: BLE001 - one broken section must not hide the others' figures
             print(f"!! {module} failed: {type(e).__name__}: {e}")
             failed.append(module)
         print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
