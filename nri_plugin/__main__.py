@@ -25,9 +25,10 @@ from nri_plugin.stub import Stub, StubError
 from nri_plugin.sysfs import GuestSysfs
 
 log = logging.getLogger("vfhotplug.nri")
+CRASH_ENV = "VFHOTPLUG_CRASH_AFTER"  # tests only: see PodLifecycle
 
 
-def build_lifecycle(cfg: plugin_config.PluginConfig) -> PodLifecycle:
+def build_lifecycle(cfg: plugin_config.PluginConfig, sysfs: GuestSysfs | None = None) -> PodLifecycle:
     host = HostClient(
         cfg.host.target,
         ca=cfg.host.ca,
@@ -37,10 +38,11 @@ def build_lifecycle(cfg: plugin_config.PluginConfig) -> PodLifecycle:
     )
     return PodLifecycle(
         host,
-        GuestSysfs(cfg.sysfs_root),
+        sysfs or GuestSysfs(cfg.sysfs_root),
         GuestNetlink(),
         cfg.state_dir,
         cfg.lifecycle,
+        crash_after=os.environ.get(CRASH_ENV),
     )
 
 
@@ -56,7 +58,8 @@ class _PreregisteredPlugin(VfPlugin):
         self.lifecycle.worker.start()
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, sysfs: GuestSysfs | None = None) -> int:
+    """`sysfs` replaces the guest sysfs adapter; only tests pass one (a kernel without vfio)."""
     parser = argparse.ArgumentParser(prog="vfhotplug-nri", description="vfhotplug NRI plugin for containerd")
     parser.add_argument(
         "--config", type=Path, default=None, help=f"plugin config (default {plugin_config.DEFAULT_PATH})"
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cfg = plugin_config.load(args.config or plugin_config.DEFAULT_PATH)
             logging.getLogger().setLevel(cfg.log_level)
-            plugin = VfPlugin(build_lifecycle(cfg))
+            plugin = VfPlugin(build_lifecycle(cfg, sysfs))
             plugin.lifecycle.worker.start()
             stub = Stub(
                 plugin,
@@ -88,7 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vfhotplug-nri: {e}", file=sys.stderr)
         return 2
 
+    main_pid = os.getpid()
+
     def _stop(signum: int, _frame: FrameType | None) -> None:
+        # pyroute2 forks helpers to reach other netns; they inherit this handler, and a helper that is
+        # told to end must not close the NRI socket it shares with us.
+        if os.getpid() != main_pid:
+            os._exit(0)
         log.info("signal %d: stopping", signum)
         stub.stop()
 
