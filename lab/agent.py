@@ -235,7 +235,8 @@ class Agent:
         try:
             result = fn(**req.args)
         except Exception as e:  # every failure goes back to the host as the reply's error text
-            log.warning("op %s failed: %s", req.op, e, exc_info=True)
+            log.warning("op %s failed: %s", req.op, e)
+            log.debug("op %s traceback", req.op, exc_info=True)
             detail = e.details() if hasattr(e, "details") else ""
             self._reply(wire.Reply(req.id, False, error=f"{type(e).__name__}: {detail or e}"))
             return
