@@ -183,12 +183,27 @@ class GuestOps:
         self._pod_configs[pod_id] = config
         return {"id": pod_id, "uid": config.metadata.uid, "seconds": seconds}
 
-    def container_start(self, pod_id: str, name: str, command: list[str]) -> dict[str, Any]:
+    def container_start(
+        self,
+        pod_id: str,
+        name: str,
+        command: list[str],
+        ro_mounts: dict[str, str] | None = None,
+        add_capabilities: list[str] | None = None,
+    ) -> dict[str, Any]:
         from testbed.containerd import create_container, start_container
 
         t0 = time.monotonic()
         rt = self._runtime()
-        cid = create_container(rt, pod_id, self._pod_configs[pod_id], name, command=command)
+        cid = create_container(
+            rt,
+            pod_id,
+            self._pod_configs[pod_id],
+            name,
+            command=command,
+            ro_mounts=ro_mounts,
+            add_capabilities=add_capabilities or (),
+        )
         start_container(rt, cid)
         return {"id": cid, "seconds": time.monotonic() - t0}
 

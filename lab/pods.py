@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from host_side.wire import LeaseInfo
+from lab.dpdk_app import APP_CAPABILITIES, APP_MOUNTS
 from lab.host_service import LabHostService
 from lab.lab import Lab
 
@@ -55,8 +56,10 @@ class LabPods:
         self.lab = lab
         self.service = service
 
-    def run(self, name: str, annotation: str, timeout_s: float = 120.0) -> PodView:
-        """Creates the pod (own netns) with a busybox container and looks at it from all sides."""
+    def run(self, name: str, annotation: str, *, dpdk_app: bool = False, timeout_s: float = 120.0) -> PodView:
+        """Creates the pod (own netns) with a busybox container and looks at it from all sides.
+
+        With `dpdk_app` the container can also run the DPDK app of lab.dpdk_app."""
         pod = self.lab.agent.call(
             "pod_run",
             timeout_s=timeout_s + 10,
@@ -66,7 +69,13 @@ class LabPods:
             timeout=timeout_s,
         )
         ctr = self.lab.agent.call(
-            "container_start", timeout_s=timeout_s, pod_id=pod["id"], name="app", command=["sleep", "3600"]
+            "container_start",
+            timeout_s=timeout_s,
+            pod_id=pod["id"],
+            name="app",
+            command=["sleep", "3600"],
+            ro_mounts=APP_MOUNTS if dpdk_app else None,
+            add_capabilities=APP_CAPABILITIES if dpdk_app else None,
         )
         return self.look(name, pod, ctr)
 

@@ -16,8 +16,9 @@ GUEST_MODULES="virtio_net virtio_console veth e1000e vfio-pci"
 bash testbed/libvirt/setup.sh --no-start
 bash testbed/containerd/setup.sh
 # socat carries each guest connection of the service channel (QEMU guestfwd) to the host service;
-# xmllint lets virt-xml-validate check the lab's domain XML against libvirt's schema.
-apt_install socat util-linux libxml2-utils
+# xmllint lets virt-xml-validate check the lab's domain XML against libvirt's schema; dpdk-dev has the
+# dpdk-testpmd that a dpdk-mode pod runs.
+apt_install socat util-linux libxml2-utils dpdk-dev
 
 deb=$(ls build/libvirt/dl/linux-image-*.deb 2>/dev/null | head -n1)
 [ -n "$deb" ] || { echo "lab set-up: no kernel package in build/libvirt/dl; testbed/libvirt/setup.sh failed?" >&2; exit 1; }

@@ -23,6 +23,8 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup || fail "cgroup2"
 # dpdk-mode pods get the hugepage mount bound into their containers.
 mkdir -p /dev/hugepages
 mount -t hugetlbfs nodev /dev/hugepages || fail "hugetlbfs"
+# 256 MiB of 2 MiB pages for a DPDK app in a dpdk-mode pod (the guest itself needs < 400 MiB).
+echo 128 >/proc/sys/vm/nr_hugepages
 echo 1 >/proc/sys/kernel/sysrq
 
 repo=$(arg lab.repo)

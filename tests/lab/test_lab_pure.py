@@ -4,6 +4,7 @@ the domain, the service's and the plugin's own config parsers for the configs th
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from host_side import config as host_config_mod
 from host_side.libvirt_xml import free_root_port, root_ports
 from lab import wire
+from lab.dpdk_app import frames_from
 from lab.host_service import GuestCredentials, host_config
 from lab.plugin import plugin_config
 from lab.pods import demand, parse_look
@@ -116,3 +118,17 @@ def test_start_phases_are_deltas_of_the_host_histograms() -> None:
     assert phases["host: choose VFs, commit leases"] == pytest.approx(5.0)
     assert phases["guest: of it after the host replied (find, bind)"] == pytest.approx(300.0)
     assert phases["containerd: RunPodSandbox, whole"] == pytest.approx(1500.0)
+
+
+def test_frames_from_counts_frames_by_source_mac() -> None:
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+
+    def record(src: str) -> bytes:
+        frame = bytes.fromhex("020000000000") + bytes.fromhex(src.replace(":", "")) + b"\x08\x00" + b"\0" * 46
+        return struct.pack("<IIII", 0, 0, len(frame), len(frame)) + frame
+
+    pcap = header + record("02:aa:00:00:00:01") * 3 + record("02:bb:00:00:00:02")
+    assert frames_from(pcap, "02:aa:00:00:00:01") == 3
+    assert frames_from(pcap, "02:bb:00:00:00:02") == 1
+    with pytest.raises(ValueError, match="pcap"):
+        frames_from(b"nope", "02:aa:00:00:00:01")

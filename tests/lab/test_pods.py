@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from host_side.backend import lease_alias
 from lab.agent_client import GuestError
+from lab.dpdk_app import HostPacketDump, frames_from, testpmd_txonly
 from lab.pods import PodView, demand
 from lab.stack import LabStack
 
@@ -90,4 +92,29 @@ def test_killed_plugin_during_pod_start_leaves_no_lease_after_restart(stack: Lab
     if view is not None:
         # containerd went on without the plugin: the pod exists, but must not keep VFs it never got.
         stack.pods.remove(view)
+    assert_all_back(stack)
+
+
+def test_dpdk_app_in_the_pod_drives_its_vf_and_the_host_sees_its_frames(stack: LabStack) -> None:
+    view = stack.pods.run("lab-dpdk-app", demand(1, "dpdk"), dpdk_app=True)
+    lease = view.leases[0]
+    assert lease.guest_pci is not None
+    try:
+        pcap = stack.lab.folder / "run" / "dpdk-app.pcap"
+        with HostPacketDump(stack.lab.uri, stack.lab.domain, lease_alias(lease.lease_id), pcap):
+            res = stack.lab.agent.call(
+                "exec",
+                timeout_s=90,
+                container_id=view.container_id,
+                cmd=testpmd_txonly(lease.guest_pci, 6),
+                timeout=60,
+            )
+        assert "Probe PCI driver" in res["stderr"] + res["stdout"], res["stderr"][-2000:]
+        sent = frames_from(pcap.read_bytes(), lease.mac)
+        pcap.unlink()
+        assert sent > 1000, (
+            f"the host saw {sent} frames from {lease.mac}; testpmd said:\n{res['stdout'][-1500:]}"
+        )
+    finally:
+        stack.pods.remove(view)  # testpmd has exited, so nothing in the guest holds the vfio device
     assert_all_back(stack)
