@@ -1,8 +1,9 @@
 """`make demo`: the whole vfhotplug flow in the tier C lab, narrated.
 
 Boots the lab guest, starts the host service (emulated-nic backend) and vfhotplug-nri in the guest, creates
-a kernel-mode pod with 2 VFs and a dpdk-mode pod with 1, shows what each pod sees, the host's lease table
-and the latency per phase, removes the pods and shows that every VF is back.
+a kernel-mode pod with 2 VFs and a dpdk-mode pod with 1, shows what each pod sees, lets a DPDK app in the
+dpdk pod send through vfio while the host counts its frames, shows the host's lease table and the latency
+per phase, removes the pods and shows that every VF is back.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from host_side.backend import lease_alias
+from lab.dpdk_app import HostPacketDump, frames_from, sent_by_testpmd, txonly_argv
 from lab.pods import PodView, demand
 from lab.report import lease_table, pod_report, release_phases, start_phases, table
 from lab.stack import LabStack
@@ -46,7 +49,7 @@ def start_pod(stack: LabStack, say: Narrator, name: str, count: int, mode: str) 
     before = stack.service.timings()
     view = say.step(
         f"pod {name}: vfhotplug.io/vfs = {count} VF(s), {mode} mode",
-        lambda: stack.pods.run(name, demand(count, mode)),
+        lambda: stack.pods.run(name, demand(count, mode), dpdk_app=mode == "dpdk"),
     )
     print(f"\n  pod {name} sees (container {view.container_s:.2f} s after RunPodSandbox):")
     print(pod_report(view))
@@ -54,6 +57,24 @@ def start_pod(stack: LabStack, say: Narrator, name: str, count: int, mode: str) 
     print(phase_rows(start_phases(before, stack.service.timings(), view.run_s, prepare_ms)))
     print()
     return view
+
+
+def dpdk_app(stack: LabStack, say: Narrator, view: PodView, seconds: int = 10) -> None:
+    """testpmd in the pod's container sends through vfio; the host side of the NIC counts its frames."""
+    lease = view.leases[0]
+    pcap = stack.lab.folder / "run" / "demo-dpdk.pcap"
+    argv = txonly_argv(lease.guest_pci or "", seconds)
+    with HostPacketDump(stack.lab.uri, stack.lab.domain, lease_alias(lease.lease_id), pcap):
+        res = say.step(
+            f"DPDK app (dpdk-testpmd txonly, {seconds} s) in {view.name} on {lease.guest_pci} via vfio",
+            lambda: stack.lab.agent.call(
+                "exec", timeout_s=90, container_id=view.container_id, cmd=argv, timeout=60
+            ),
+        )
+    seen = frames_from(pcap.read_bytes(), lease.mac)
+    pcap.unlink()
+    sent = sent_by_testpmd(res["stdout"])
+    print(f"    testpmd sent {sent} frames; the host side of the NIC saw {seen} from {lease.mac}\n")
 
 
 def remove_pod(stack: LabStack, say: Narrator, view: PodView) -> None:
@@ -71,6 +92,7 @@ def run() -> int:
         say.say("up: " + ", ".join(f"{k} {v:.2f} s" for k, v in stack.phases.items()))
         kernel = start_pod(stack, say, "kernel-pod", 2, "kernel")
         dpdk = start_pod(stack, say, "dpdk-pod", 1, "dpdk")
+        dpdk_app(stack, say, dpdk)
         print("  host lease table (vfhotplug-host, admin socket):")
         print(lease_table(stack.service.leases()))
         print()

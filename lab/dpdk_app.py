@@ -10,6 +10,7 @@ hugepages are what vfhotplug-nri gives every dpdk-mode container.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 from types import TracebackType
@@ -23,13 +24,19 @@ APP_CAPABILITIES = ["IPC_LOCK"]
 _PCAP_HEADER, _RECORD_HEADER = 24, 16
 
 
-def testpmd_txonly(guest_pci: str, seconds: int) -> list[str]:
+def txonly_argv(guest_pci: str, seconds: int) -> list[str]:
     """testpmd sending 64-byte frames from the port's own MAC for `seconds`, then exiting on SIGINT."""
     return [
         "timeout", "-s", "INT", str(seconds),
         "/usr/bin/dpdk-testpmd", "-l", "0-1", "-n", "1", "-a", guest_pci, "--file-prefix", "vfhp",
         "--", "--forward-mode=txonly", "--tx-first", "--stats-period", "1", "--total-num-mbufs", "2048",
     ]  # fmt: skip
+
+
+def sent_by_testpmd(output: str) -> int | None:
+    """The TX-packets of testpmd's last (accumulated) forward statistics, None if it printed none."""
+    totals = re.findall(r"TX-packets: (\d+)", output)
+    return int(totals[-1]) if totals else None
 
 
 def frames_from(pcap: bytes, src_mac: str) -> int:

@@ -14,7 +14,7 @@ import pytest
 from host_side import config as host_config_mod
 from host_side.libvirt_xml import free_root_port, root_ports
 from lab import wire
-from lab.dpdk_app import frames_from
+from lab.dpdk_app import frames_from, sent_by_testpmd
 from lab.host_service import GuestCredentials, host_config
 from lab.plugin import plugin_config
 from lab.pods import demand, parse_look
@@ -132,3 +132,9 @@ def test_frames_from_counts_frames_by_source_mac() -> None:
     assert frames_from(pcap, "02:bb:00:00:00:02") == 1
     with pytest.raises(ValueError, match="pcap"):
         frames_from(b"nope", "02:aa:00:00:00:01")
+
+
+def test_sent_by_testpmd_is_the_last_accumulated_figure() -> None:
+    out = "RX-packets: 3 TX-packets: 10\n...\n  TX-packets: 64             TX-dropped: 0\n"
+    assert sent_by_testpmd(out) == 64
+    assert sent_by_testpmd("EAL: no ports") is None
