@@ -12,20 +12,40 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+
+from prometheus_client import start_http_server
 
 from host_side.client import HostClient
 from host_side.errors import ConfigError
 from nri_plugin import config as plugin_config
-from nri_plugin.lifecycle import PodLifecycle
+from nri_plugin.datapath_steps import DpdkEnvStep, VppStep
+from nri_plugin.dpdk_env import DpdkEnvs
+from nri_plugin.dpdk_health import HealthMonitor
+from nri_plugin.health_report import HEALTH_FILE, HealthPoller
+from nri_plugin.lifecycle import PodLifecycle, PodStep
 from nri_plugin.netlink import GuestNetlink
 from nri_plugin.plugin import VfPlugin
 from nri_plugin.stub import Stub, StubError
 from nri_plugin.sysfs import GuestSysfs
+from nri_plugin.vpp import Vpp
+from nri_plugin.vpp_pod import VppPods
 
 log = logging.getLogger("vfhotplug.nri")
 CRASH_ENV = "VFHOTPLUG_CRASH_AFTER"  # tests only: see PodLifecycle
+
+
+def build_steps(cfg: plugin_config.PluginConfig) -> list[PodStep]:
+    """The datapath steps: the DPDK env always, VPP when [vpp] is configured (else vpp pods are refused)."""
+    steps: list[PodStep] = [DpdkEnvStep(DpdkEnvs(cfg.dpdk.runtime_root, cfg.dpdk.hugepages))]
+    if cfg.vpp is not None:
+        vpp = Vpp(cfg.vpp.socket, api_dirs=cfg.vpp.api_dirs)
+        steps.append(VppStep(VppPods(vpp, cfg.vpp.memif_dir), crash_after=os.environ.get(CRASH_ENV)))
+    return steps
 
 
 def build_lifecycle(cfg: plugin_config.PluginConfig, sysfs: GuestSysfs | None = None) -> PodLifecycle:
@@ -42,8 +62,35 @@ def build_lifecycle(cfg: plugin_config.PluginConfig, sysfs: GuestSysfs | None = 
         GuestNetlink(),
         cfg.state_dir,
         cfg.lifecycle,
+        steps=build_steps(cfg),
         crash_after=os.environ.get(CRASH_ENV),
     )
+
+
+def _every(interval_s: float, fn: Callable[[], object], name: str) -> None:
+    def loop() -> None:
+        while True:
+            time.sleep(interval_s)
+            try:
+                fn()
+            except Exception:  # a round must never end the loop; the next one retries
+                log.exception("%s failed", name)
+
+    threading.Thread(target=loop, name=name, daemon=True).start()
+
+
+def start_background(cfg: plugin_config.PluginConfig, lifecycle: PodLifecycle) -> None:
+    """Journaled releases, data-path health (file + optional Prometheus endpoint), the VPP restart check."""
+    lifecycle.worker.start()
+    vpp = next((s for s in lifecycle.steps if isinstance(s, VppStep)), None)
+    poller = HealthPoller(lifecycle.store, HealthMonitor(), cfg.state_dir / HEALTH_FILE, vpp)
+    _every(cfg.health.poll_interval_s, poller.poll_once, "datapath-health")
+    if cfg.health.metrics_address is not None:
+        host, port = cfg.health.metrics_address
+        start_http_server(port, host, registry=poller.monitor.registry)
+        log.info("metrics on http://%s:%d/metrics", host, port)
+    if vpp is not None and cfg.vpp is not None:
+        _every(cfg.vpp.check_interval_s, lifecycle.reconcile_steps, "vpp-check")
 
 
 class _PreregisteredPlugin(VfPlugin):
@@ -55,7 +102,7 @@ class _PreregisteredPlugin(VfPlugin):
     def configure(self, config: str, runtime_name: str, runtime_version: str) -> None:
         cfg = plugin_config.parse(config, Path("<NRI config>"))
         self.lifecycle = build_lifecycle(cfg)
-        self.lifecycle.worker.start()
+        start_background(cfg, self.lifecycle)
 
 
 def main(argv: list[str] | None = None, sysfs: GuestSysfs | None = None) -> int:
@@ -79,7 +126,7 @@ def main(argv: list[str] | None = None, sysfs: GuestSysfs | None = None) -> int:
             cfg = plugin_config.load(args.config or plugin_config.DEFAULT_PATH)
             logging.getLogger().setLevel(cfg.log_level)
             plugin = VfPlugin(build_lifecycle(cfg, sysfs))
-            plugin.lifecycle.worker.start()
+            start_background(cfg, plugin.lifecycle)
             stub = Stub(
                 plugin,
                 name=cfg.nri.name,

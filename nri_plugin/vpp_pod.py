@@ -17,7 +17,7 @@ import contextlib
 import logging
 import re
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,8 +152,11 @@ class VppPods:
         self.vpp = vpp
         self.memif_dir = memif_dir
 
-    def program(self, pod_uid: str, vfs: Sequence[PciAddress]) -> VppPodRecord:
+    def program(
+        self, pod_uid: str, vfs: Sequence[PciAddress], progress: Callable[[str], None] | None = None
+    ) -> VppPodRecord:
         """Attach the VFs, create the pod's memif socket and memifs, cross-connect, set up, tag.
+        ``progress`` hears "vpp attach" once the first VF is VPP's (tests crash the plugin there).
 
         Raises:
             VppPodError: anything failed; what was done is undone first.
@@ -180,6 +183,8 @@ class VppPods:
                 port = self.vpp.attach_vf(pci)
                 done.vfs.append((port.sw_if_index, port.dev_index))
                 self.vpp.set_tag(port.sw_if_index, str(Tag(pod_uid, "vf", n, port.dev_index)))
+                if progress is not None and n == 0:
+                    progress("vpp attach")
                 step = f"memif {n} for VF {pci}"
                 mif = self.vpp.create_memif(done.socket_id, n)
                 done.memifs.append(mif)
@@ -237,7 +242,7 @@ class VppPods:
         sockets = self.vpp.memif_sockets()
         out = []
         for rec in live.values():
-            if _intact(rec, ifaces, sockets):
+            if _intact(rec, ifaces, sockets) and Path(rec.socket_path).exists():
                 out.append(rec)
                 continue
             log.warning("pod %s: VPP lost its objects (restart?), re-creating them", rec.pod_uid)
