@@ -72,8 +72,9 @@ class VppStep:
     def undo(self, rec: PodRecord, notes: Mapping[str, str]) -> None:
         with self._lock:
             self._current.pop(rec.pod_uid, None)
-            if NOTE_VPP in notes:
-                self.pods.undo(VppPodRecord.from_dict(json.loads(notes[NOTE_VPP])))
+            self._fresh_connection(rec.pod_uid)
+            # By uid, not by the noted indexes: tags stay right after a VPP restart re-numbered things.
+            self.pods.remove(rec.pod_uid)
 
     def reconcile(self, live: Callable[[], Sequence[PodRecord]]) -> Mapping[str, dict[str, str]]:
         with self._lock:
@@ -110,7 +111,7 @@ class VppStep:
             try:
                 vpp.reconnect()
             except VppUnavailable as e:
-                raise VppPodError(pod_uid, f"cannot program VPP: {e}") from e
+                raise VppPodError(pod_uid, f"cannot reach VPP: {e}") from e
 
 
 class DpdkEnvStep:

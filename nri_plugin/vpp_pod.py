@@ -208,9 +208,17 @@ class VppPods:
         Raises:
             VppUnavailable: VPP is down; call again (or reconcile) when it is back.
         """
+        self.remove(record.pod_uid)
+
+    def remove(self, pod_uid: str) -> None:
+        """`undo` by pod uid: the tags and the socket file name find the objects. Idempotent.
+
+        Raises:
+            VppUnavailable: VPP is down; call again (or reconcile) when it is back.
+        """
         self.vpp.connect()
-        self._remove_pod(record.pod_uid)
-        log.info("pod %s: VPP objects and memif socket removed", record.pod_uid)
+        self._remove_pod(pod_uid)
+        log.info("pod %s: VPP objects and memif socket removed", pod_uid)
 
     def reconcile(self, records: Iterable[VppPodRecord]) -> tuple[VppPodRecord, ...]:
         """Make VPP hold exactly the live pods' objects: remove orphans (tags or sockets of pods with no
@@ -227,19 +235,25 @@ class VppPods:
             self.vpp.version()
         except VppUnavailable:
             self.vpp.reconnect()  # VPP restarted: the old connection is dead
-        for uid in sorted(self._tagged_pods() - live.keys()):
+        found, sockets = self.vpp.interfaces(), self.vpp.memif_sockets()
+        orphans = {t.pod_uid for i in found if (t := parse_tag(i.tag)) is not None} - live.keys()
+        for uid in sorted(orphans):
             log.warning("pod %s: no record, removing its leftover VPP objects", uid)
             self._remove_pod(uid)
-        for s in self.vpp.memif_sockets():
-            owner = self._socket_owner(s.filename)
-            if owner is not None and owner not in live:
-                self.vpp.delete_memif_socket(s.socket_id)
+        stale = [
+            s
+            for s in sockets
+            if (owner := self._socket_owner(s.filename)) is not None and owner not in live.keys() | orphans
+        ]
+        for s in stale:
+            self.vpp.delete_memif_socket(s.socket_id)
         if self.memif_dir.is_dir():
             for d in self.memif_dir.iterdir():
                 if d.is_dir() and d.name not in live:
                     shutil.rmtree(d, ignore_errors=True)
-        ifaces = {i.sw_if_index: i for i in self.vpp.interfaces()}
-        sockets = self.vpp.memif_sockets()
+        if orphans or stale:  # the steady state (nothing removed) costs one dump of each
+            found, sockets = self.vpp.interfaces(), self.vpp.memif_sockets()
+        ifaces = {i.sw_if_index: i for i in found}
         out = []
         for rec in live.values():
             if _intact(rec, ifaces, sockets) and Path(rec.socket_path).exists():
@@ -251,9 +265,6 @@ class VppPods:
         return tuple(out)
 
     # ---- internals ----------------------------------------------------------------------------------
-
-    def _tagged_pods(self) -> set[str]:
-        return {t.pod_uid for i in self.vpp.interfaces() if (t := parse_tag(i.tag)) is not None}
 
     def _socket_owner(self, filename: str) -> str | None:
         path = Path(filename)

@@ -15,6 +15,7 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2
 
+from nri_plugin.health_report import HEALTH_FILE, read_health
 from nri_plugin.vpp_pod import Tag, parse_tag
 from testbed.containerd import Containerd, create_container, exec_sync, pod_config, run_pod, start_container
 from testbed.containerd import stop_and_remove_pod as remove_pod
@@ -136,6 +137,8 @@ def test_vpp_pod_gets_vfs_in_vpp_and_a_memif_socket(containerd, stack, vpp, offe
     lines = env.splitlines()
     assert "VFHOTPLUG_MEMIF_SOCKET=/run/vfhotplug/memif/memif.sock" in lines
     assert "VFHOTPLUG_MEMIF_IDS=0,1" in lines and "VFHOTPLUG_MODES=vpp,vpp" in lines
+    # VPP's own buffer pools feed the health view while vpp pods exist
+    eventually(lambda: _vpp_health(stack) == "healthy", 10, "VPP buffer health in the health file")
 
     remove_pod(rt, pod_id)
     assert_vpp_empty(vpp.model)
@@ -182,6 +185,11 @@ def test_vpp_restart_recreates_the_pods_objects(containerd, stack, vpp) -> None:
     assert stat.S_ISSOCK((vpp.memif_dir / uid / "memif.sock").stat().st_mode)
     remove_pod(rt, pod_id)
     assert_vpp_empty(vpp.model)
+
+
+def _vpp_health(stack: SimStack) -> str | None:
+    entry = read_health(stack.plugin_state / HEALTH_FILE).get("vpp")
+    return None if entry is None else entry.state
 
 
 def _running(rt: object, name: str) -> str | None:
