@@ -56,7 +56,6 @@ class HostClient:
         # for that long. The VM side asks often and cheaply, so retry the connection within a second.
         options: list[tuple[str, str | int]] = [
             ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
         ]
         if server_name:

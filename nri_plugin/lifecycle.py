@@ -131,6 +131,7 @@ class PodLifecycle:
         self.store = RecordStore(records_dir / "pods")
         self.journal = ReleaseJournal(records_dir / "journal")
         self._locks = _Locks()
+        self._background: list[threading.Thread] = []
         self.worker = ReleaseWorker(self.journal, host, timeout_s=config.host_timeout_s, pod_guard=self._pod)
         self._sysfs = sysfs
         self._finder = DeviceFinder(sysfs, netlink, poll_interval_s)
@@ -449,7 +450,19 @@ class PodLifecycle:
                 if left is not None and left.state is PodState.RELEASING:
                     self._teardown(left)
 
-        threading.Thread(target=undo, name=f"rollback-{rec.pod_uid}", daemon=True).start()
+        t = threading.Thread(target=undo, name=f"rollback-{rec.pod_uid}", daemon=True)
+        with self._locks.guard:
+            self._background = [b for b in self._background if b.is_alive()] + [t]
+        t.start()
+
+    def wait_background(self, timeout_s: float) -> bool:
+        """Waits for rollbacks moved to the background; True when none is left running."""
+        deadline = time.monotonic() + timeout_s
+        with self._locks.guard:
+            pending = list(self._background)
+        for t in pending:
+            t.join(max(deadline - time.monotonic(), 0))
+        return not any(t.is_alive() for t in pending)
 
     def _crash_point(self, step: str) -> None:
         crash_point(self._crash_after, step)

@@ -80,7 +80,7 @@ def _vpp_record(uid: str, n: int) -> PodRecord:
     vfs = []
     for i in range(2):
         gpci = PciAddress(0, 0x40 + n, 0, i)
-        grant = GrantedVf(f"L{n}-{i}", "net", gpci, gpci, "02:fe:00:00:00:01", None, None, 0)
+        grant = GrantedVf(f"L{n}-{i}", "net", gpci, gpci, "02:fe:00:00:00:01", 0, None, 0)
         vfs.append(VfBinding(VfSlot(0, "net", Mode.VPP, f"net{i}"), grant, gpci, bound=True))
     return PodRecord(uid, "bench", "", PodState.READY, 1, uid, tuple(v.slot for v in vfs), tuple(vfs))
 

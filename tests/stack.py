@@ -60,6 +60,7 @@ class SimStack:
     plugin_extra: str = ""  # more TOML tables for nri.toml (e.g. [vpp])
     health_poll_s: float = 0.5
     metrics_port: int = field(default_factory=_free_port)
+    warm_refill_s: float = 5.0
     port: int = field(default_factory=_free_port)
     host_proc: subprocess.Popen[bytes] | None = None
     plugin_proc: subprocess.Popen[bytes] | None = None
@@ -125,6 +126,7 @@ admin_socket = "admin.sock"
 attach_s = 5
 detach_s = 5
 sync_grace_s = 1
+warm_refill_interval_s = {self.warm_refill_s}
 
 [pools.{POOL}]
 pfs = ["ens1f0"]

@@ -1,5 +1,5 @@
-"""The datapath steps (VppStep against the VPP stand-in, DpdkEnvStep on real folders), their config, the
-health file and the `vfhotplug pods` view."""
+"""The datapath steps (VppStep against the VPP stand-in, DpdkEnvStep on real folders), the health file and
+the `vfhotplug pods` view."""
 
 from __future__ import annotations
 
@@ -7,13 +7,8 @@ import json
 import time
 from pathlib import Path
 
-import pytest
-
 from host_side.contract import GrantedVf
-from host_side.errors import ConfigError
 from host_side.pci import PciAddress
-from nri_plugin import config as plugin_config
-from nri_plugin.__main__ import build_steps
 from nri_plugin.adjustment import build_adjustment
 from nri_plugin.datapath_steps import DpdkEnvStep, VppStep, telemetry_socket
 from nri_plugin.demand import Mode, VfSlot
@@ -27,22 +22,13 @@ from tests.datapath.conftest import make_vpp
 
 UID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 ORPHAN = "99999999-2222-3333-4444-555555555555"
-BASE = """
-[host]
-target = "127.0.0.1:1"
-ca = "ca.pem"
-cert = "c.pem"
-key = "c.key"
-"""
 
 
 def record(uid: str, mode: Mode, n: int = 2, first_bus: int = 0x10) -> PodRecord:
     vfs = []
     for i in range(n):
         gpci = PciAddress(0, first_bus + i, 0, 0)
-        grant = GrantedVf(
-            f"L{i}", "net", PciAddress(0, 0x3B, 2, i), gpci, f"02:fe:00:00:00:0{i}", None, None, 0
-        )
+        grant = GrantedVf(f"L{i}", "net", PciAddress(0, 0x3B, 2, i), gpci, f"02:fe:00:00:00:0{i}", 0, None, 0)
         vfs.append(VfBinding(VfSlot(0, "net", mode, f"net{i + 1}"), grant, gpci, bound=True))
     return PodRecord(
         uid, "default/p", "", PodState.READY, 1, f"{uid}/1", tuple(v.slot for v in vfs), tuple(vfs)
@@ -51,44 +37,6 @@ def record(uid: str, mode: Mode, n: int = 2, first_bus: int = 0x10) -> PodRecord
 
 def with_step(rec: PodRecord, name: str, notes: dict[str, str]) -> PodRecord:
     return PodRecord(**{**vars(rec), "steps": (StepDone(name, notes),)})
-
-
-def test_config_vpp_dpdk_health_tables(tmp_path: Path) -> None:
-    text = BASE + (
-        '[vpp]\nsocket = "vpp/api.sock"\napi_dirs = ["api", "/usr/share/vpp/api"]\n'
-        'memif_dir = "memif"\ncheck_interval_s = 1\n'
-        '[dpdk]\nruntime_root = "dpdk"\nhugepages = "/mnt/huge"\n'
-        '[health]\npoll_interval_s = 2\nmetrics_address = "127.0.0.1:9108"\n'
-    )
-    cfg = plugin_config.parse(text, tmp_path / "nri.toml")
-    assert cfg.vpp is not None and cfg.vpp.socket == tmp_path / "vpp/api.sock"
-    assert cfg.vpp.api_dirs == (tmp_path / "api", Path("/usr/share/vpp/api"))
-    assert cfg.vpp.memif_dir == tmp_path / "memif" and cfg.vpp.check_interval_s == 1
-    assert cfg.dpdk.runtime_root == tmp_path / "dpdk" and cfg.dpdk.hugepages == Path("/mnt/huge")
-    assert cfg.health.metrics_address == ("127.0.0.1", 9108) and cfg.health.poll_interval_s == 2
-    assert [s.name for s in build_steps(cfg)] == ["dpdk env", "vpp"]
-    empty = plugin_config.parse(BASE + "[vpp]\napi_dirs = []\n", tmp_path / "nri.toml")
-    assert empty.vpp is not None and empty.vpp.api_dirs is None  # fetched from VPP
-
-
-def test_config_without_vpp_builds_no_vpp_step(tmp_path: Path) -> None:
-    cfg = plugin_config.parse(BASE, tmp_path / "nri.toml")
-    assert cfg.vpp is None
-    steps = build_steps(cfg)
-    assert not any(s.handles(Mode.VPP) for s in steps) and any(s.handles(Mode.DPDK) for s in steps)
-
-
-@pytest.mark.parametrize(
-    ("extra", "needle"),
-    [
-        ('[health]\nmetrics_address = "9108"\n', "metrics_address"),
-        ('[vpp]\nsokcet = "x"\n', "sokcet"),
-        ("[dpdk]\nruntime_root = 3\n", "runtime_root"),
-    ],
-)
-def test_config_errors_name_the_key(tmp_path: Path, extra: str, needle: str) -> None:
-    with pytest.raises(ConfigError, match=needle):
-        plugin_config.parse(BASE + extra, tmp_path / "nri.toml")
 
 
 def test_vpp_step_programs_reconciles_after_restart_and_undoes(make_standin, short_tmp: Path) -> None:
