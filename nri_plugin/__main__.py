@@ -87,8 +87,11 @@ def start_background(cfg: plugin_config.PluginConfig, lifecycle: PodLifecycle) -
     _every(cfg.health.poll_interval_s, poller.poll_once, "datapath-health")
     if cfg.health.metrics_address is not None:
         host, port = cfg.health.metrics_address
-        start_http_server(port, host, registry=poller.monitor.registry)
-        log.info("metrics on http://%s:%d/metrics", host, port)
+        try:
+            start_http_server(port, host, registry=poller.monitor.registry)
+            log.info("metrics on http://%s:%d/metrics", host, port)
+        except OSError as e:  # pods must not fail for want of metrics: say so and serve on
+            log.error("cannot serve metrics on %s:%d (%s); check [health] metrics_address", host, port, e)
     if vpp is not None and cfg.vpp is not None:
         _every(cfg.vpp.check_interval_s, lifecycle.reconcile_steps, "vpp-check")
 
