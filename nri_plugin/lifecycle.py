@@ -27,6 +27,8 @@ from nri_plugin.guest_devices import DeviceFinder, Expected
 from nri_plugin.netlink import GuestNetlink
 from nri_plugin.nri_types import ContainerAdjustment
 from nri_plugin.records import (
+    JOURNAL_SUBDIR,
+    PODS_SUBDIR,
     OwedRelease,
     PodRecord,
     PodState,
@@ -113,8 +115,8 @@ class PodLifecycle:
     ) -> None:
         self.host = host
         self.config = config
-        self.store = RecordStore(records_dir / "pods")
-        self.journal = ReleaseJournal(records_dir / "journal")
+        self.store = RecordStore(records_dir / PODS_SUBDIR)
+        self.journal = ReleaseJournal(records_dir / JOURNAL_SUBDIR)
         self._locks = _Locks()
         self.worker = ReleaseWorker(self.journal, host, timeout_s=config.host_timeout_s, pod_guard=self._pod)
         self._sysfs = sysfs

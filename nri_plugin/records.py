@@ -28,6 +28,9 @@ from nri_plugin.demand import Mode, VfSlot
 log = logging.getLogger(__name__)
 
 _UID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# Inside the records folder both entries share (the NRI plugin's and the OCI hooks').
+PODS_SUBDIR = "pods"
+JOURNAL_SUBDIR = "journal"
 
 
 class PodState(StrEnum):
@@ -342,3 +345,25 @@ class ReleaseWorker:
             left = self.run_once()
             self._wake.wait(self._backoff[0] if left else None)
             self._wake.clear()
+
+
+def list_pod_records(records_dir: Path) -> list[PodRecord]:
+    """Every pod record in a records folder, NRI pods and hook-managed containers (`oci/<id>`) alike.
+
+    Read-only, for status views: an unreadable record is logged and skipped, never moved or changed.
+    """
+    out = []
+    for path in sorted((records_dir / PODS_SUBDIR).glob("*.json")):
+        try:
+            out.append(_from_json(path.read_text()))
+        except FileNotFoundError:
+            continue  # released while we listed
+        except (ValueError, KeyError, TypeError) as e:
+            log.error("pod record %s is unreadable (%s); skipped", path, e)
+    return out
+
+
+def list_owed_releases(records_dir: Path) -> list[OwedRelease]:
+    """Host releases still owed (journaled while the host was unreachable), read-only."""
+    journal = records_dir / JOURNAL_SUBDIR
+    return ReleaseJournal(journal).entries() if journal.is_dir() else []
