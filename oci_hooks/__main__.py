@@ -145,8 +145,11 @@ def _prepare(args: argparse.Namespace, make_sysfs: SysfsFactory | None) -> int:
 
 def _self_command(args: argparse.Namespace) -> HookCommand:
     """The hooks `prepare` adds call this same executable with this same config and time limit."""
-    exe = args.hook_path or shutil.which(sys.argv[0]) or sys.argv[0]
-    if not os.access(exe, os.X_OK):
+    exe = args.hook_path
+    if exe is None:
+        # `python -m oci_hooks` has no executable of its own: then the installed console script.
+        exe = sys.argv[0] if os.access(sys.argv[0], os.X_OK) else shutil.which("vfhotplug-hook")
+    if exe is None or not os.access(exe, os.X_OK):
         raise _Usage(f"hook executable {exe} is not executable; pass --hook-path")
     extra = ["--config", str(_config_path(args).resolve()), "--timeout", str(args.timeout)]
     if args.log_file:

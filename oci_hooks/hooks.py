@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from nri_plugin.demand import ANNOTATION
+from nri_plugin.demand import ANNOTATION, DemandError, parse_demand
 from nri_plugin.lifecycle import PodError, PodLifecycle
 from oci_hooks.spec import (
     HookCommand,
@@ -92,6 +92,10 @@ class OciHooks:
             )
         rec = self._lifecycle.store.load(state.id)
         if rec is None:
+            try:  # a bad annotation is the likelier cause, and the more useful line
+                parse_demand(state.annotations, self._lifecycle.config.defaults)
+            except DemandError as e:
+                raise HookFailure(f"container {state.id}: bad demand: {e}") from e
             raise HookFailure(
                 f"container {state.id} asks for VFs ({ANNOTATION}) but none were prepared: run "
                 "`vfhotplug-hook prepare BUNDLE` before `runc create`, or use podman's precreate hook"
