@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nri_plugin.demand import ANNOTATION
-from oci_hooks.spec import HookCommand, SpecError, Stage, annotations_of, parse_state, stage_of
+from oci_hooks.spec import (
+    HookCommand,
+    SpecError,
+    Stage,
+    annotations_of,
+    parse_state,
+    refuse_at_create,
+    stage_of,
+)
 
 if TYPE_CHECKING:
     from nri_plugin.sysfs import GuestSysfs
@@ -100,10 +108,9 @@ def _run(args: argparse.Namespace, make_sysfs: SysfsFactory | None) -> int:
     doc = _read_stdin()
     stage = stage_of(doc) if cmd == "auto" else Stage(cmd)
     if stage is Stage.PRECREATE:
-        assert isinstance(doc, dict)  # stage_of/Stage check it; mypy cannot see that
-        if ANNOTATION in annotations_of(doc, "runtime config"):
-            doc = _hooks(args, make_sysfs).precreate(doc)
-        json.dump(doc, sys.stdout)
+        if not isinstance(doc, dict):
+            raise SpecError(f"precreate: stdin holds JSON {type(doc).__name__}, not a runtime config")
+        json.dump(_precreate(args, make_sysfs, doc), sys.stdout)
         return 0
     state = parse_state(doc)
     if ANNOTATION not in state.annotations:
@@ -114,6 +121,18 @@ def _run(args: argparse.Namespace, make_sysfs: SysfsFactory | None) -> int:
     else:
         hooks.poststop(state)
     return 0
+
+
+def _precreate(args: argparse.Namespace, make_sysfs: SysfsFactory | None, config: dict[str, Any]) -> Any:
+    if ANNOTATION not in annotations_of(config, "runtime config"):
+        return config
+    try:
+        return _hooks(args, make_sysfs).precreate(config)
+    except _failures() as e:
+        # podman hides this stage's stderr: fail the container at createRuntime instead, where it shows.
+        line = f"vfhotplug: {e}"
+        log.error("%s", line)
+        return refuse_at_create(config, line)
 
 
 def _prepare(args: argparse.Namespace, make_sysfs: SysfsFactory | None) -> int:
@@ -201,7 +220,6 @@ def _read_stdin() -> Any:
 
 
 def _fail(message: str, code: int) -> int:
-    # podman hides a precreate hook's stderr, so the same line also goes to the log (syslog by default).
     log.error("%s", message)
     print(f"vfhotplug: {message}", file=sys.stderr)
     return code

@@ -218,3 +218,17 @@ def _device_json(d: Device) -> JsonObject:
 
 def _allow_rule(d: Device) -> JsonObject:
     return {"allow": True, "type": d.type, "major": d.major, "minor": d.minor, "access": "rwm"}
+
+
+def refuse_at_create(config: Mapping[str, Any], line: str) -> JsonObject:
+    """A copy of `config` whose first createRuntime hook prints `line` to stderr and fails.
+
+    podman does not show a failing precreate hook's stderr, but runc quotes a failing createRuntime hook's
+    stderr in its error, which podman shows: so the user reads our line, and no container starts.
+    """
+    out: JsonObject = dict(config)
+    hooks = dict(_obj(out, "hooks"))
+    refuse = {"path": "/bin/sh", "args": ["sh", "-c", 'printf "%s\\n" "$1" >&2; exit 1', "sh", line]}
+    hooks[Stage.CREATE_RUNTIME.value] = [refuse, *_list(hooks, Stage.CREATE_RUNTIME.value, "hooks")]
+    out["hooks"] = hooks
+    return out

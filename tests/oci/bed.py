@@ -209,6 +209,15 @@ class Bed:
             subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
 
 
+def parse_ip_link(text: str) -> dict[str, str]:
+    """ifname -> MAC from busybox `ip -o link` run in a container (the container's own view)."""
+    out = {}
+    for line in text.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        out[name] = line.split("link/ether ")[1].split()[0] if "link/ether" in line else ""
+    return out
+
+
 def make_bundle(bundle: Path, annotation: str | None, args: Sequence[str]) -> Path:
     """A busybox bundle from `runc spec`, made runnable here (no terminal) and annotated."""
     rootfs = bundle / "rootfs"

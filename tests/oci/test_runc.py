@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from nri_plugin.records import PodState, list_pod_records
 from tests.oci import bed as oci_bed
 
 pytestmark = pytest.mark.skipif(bool(oci_bed.missing()), reason=str(oci_bed.missing()))
@@ -30,12 +31,7 @@ def prepare(bed: oci_bed.Bed, cid: str, bundle: Path, sim: bool = False) -> None
 
 
 def container_links(bed: oci_bed.Bed, cid: str) -> dict[str, str]:
-    """ifname -> MAC inside the container, from busybox `ip -o link` (the container's own view)."""
-    out = {}
-    for line in bed.in_container(cid, "ip", "-o", "link").splitlines():
-        name = line.split(":")[1].strip().split("@")[0]
-        out[name] = line.split("link/ether ")[1].split()[0] if "link/ether" in line else ""
-    return out
+    return oci_bed.parse_ip_link(bed.in_container(cid, "ip", "-o", "link"))
 
 
 def pid1_env(bed: oci_bed.Bed, cid: str) -> dict[str, str]:
@@ -74,6 +70,9 @@ def test_kernel_mode_container_sees_its_vfs(bed):
     assert sorted(env["VFHOTPLUG_MACS"].split(",")) == sorted(le.mac for le in leases)
     assert sim_links(bed) == []  # both VFs left the guest's netns for the container's
     assert bed.guest.records() == ["k1"]
+
+    (rec,) = list_pod_records(bed.guest.state_dir)  # what `vfhotplug status` shows
+    assert (rec.pod_uid, rec.pod_name, rec.state) == ("k1", "oci/k1", PodState.READY)
 
     bed.runc("delete", "-f", "k1")
     assert_nothing_held(bed, "k1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 
 import pytest
 from hypothesis import given
@@ -19,6 +20,7 @@ from oci_hooks.spec import (
     network_namespace_path,
     parse_state,
     podman_container_id,
+    refuse_at_create,
     stage_of,
 )
 
@@ -124,7 +126,7 @@ def test_env_keys_stay_unique(existing, ours):
 
 
 def test_malformed_config_names_the_field():
-    with pytest.raises(SpecError, match="'linux.devices'"):
+    with pytest.raises(SpecError, match=r"'linux\.devices'"):
         apply_adjustment({"linux": {"devices": {}}}, ADJ)
 
 
@@ -156,3 +158,12 @@ def test_network_namespace_path():
     assert network_namespace_path(BASE) is None
     joined = {"linux": {"namespaces": [{"type": "network", "path": "/run/netns/cni-1"}]}}
     assert network_namespace_path(joined) == "/run/netns/cni-1"
+
+
+def test_refusal_runs_first_at_create_runtime():
+    ours = {"path": "/usr/local/bin/vfhotplug-hook", "args": ["vfhotplug-hook", "auto"]}
+    out = refuse_at_create({**BASE, "hooks": {"createRuntime": [ours]}}, "vfhotplug: no")
+    first, second = out["hooks"]["createRuntime"]
+    assert second == ours and first["path"] == "/bin/sh" and first["args"][-1] == "vfhotplug: no"
+    res = subprocess.run([first["path"], *first["args"][1:]], capture_output=True, text=True)
+    assert (res.returncode, res.stderr) == (1, "vfhotplug: no\n")
