@@ -34,6 +34,12 @@ def container_links(bed: oci_bed.Bed, cid: str) -> dict[str, str]:
     return oci_bed.parse_ip_link(bed.in_container(cid, "ip", "-o", "link"))
 
 
+def stopped_state(cid: str, bundle: Path, annotations: dict[str, str]) -> str:
+    """The OCI state runc hands poststop (no pid once stopped)."""
+    state = {"ociVersion": "1.0.2", "id": cid, "status": "stopped", "bundle": str(bundle)}
+    return json.dumps({**state, "annotations": annotations})
+
+
 def pid1_env(bed: oci_bed.Bed, cid: str) -> dict[str, str]:
     raw = bed.in_container(cid, "cat", "/proc/1/environ")
     return dict(e.split("=", 1) for e in raw.split("\0") if "=" in e)
@@ -179,9 +185,7 @@ def test_hook_killed_mid_prepare_then_poststop_leaks_nothing(bed):
     proc.wait()
     assert bed.guest.records() == ["x1"]  # the killed hook left its record behind
 
-    state = {"ociVersion": "1.0.2", "id": "x1", "status": "stopped", "bundle": str(bundle)}
-    state["annotations"] = {"vfhotplug.io/vfs": "2"}
-    bed.hook_cmd("poststop", stdin=json.dumps(state))
+    bed.hook_cmd("poststop", stdin=stopped_state("x1", bundle, {"vfhotplug.io/vfs": "2"}))
     # A release that raced the host's own attach is journaled; the next retry settles it.
     end = time.monotonic() + 20
     while bed.guest.journal() and time.monotonic() < end:
@@ -199,9 +203,8 @@ def test_poststop_twice_releases_once(bed):
     bed.runc("run", "-d", "--bundle", str(bundle), "p1")
     bed.runc("delete", "-f", "p1")  # poststop #1, run by runc
 
-    state = {"ociVersion": "1.0.2", "id": "p1", "status": "stopped", "bundle": str(bundle)}
-    state["annotations"] = json.loads((bundle / "config.json").read_text())["annotations"]
-    res = bed.hook_cmd("poststop", stdin=json.dumps(state))
+    annotations = json.loads((bundle / "config.json").read_text())["annotations"]
+    res = bed.hook_cmd("poststop", stdin=stopped_state("p1", bundle, annotations))
     assert res.returncode == 0 and res.stderr == ""
     assert bed.host.leases_of("p1") == []
     (kept,) = bed.host.leases_of("keep")  # the other container's VF is untouched, still in it

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -25,7 +26,7 @@ from oci_hooks.spec import (
 )
 
 CID = "a" * 64
-BASE = {
+BASE: dict[str, Any] = {
     "ociVersion": "1.0.2-dev",
     "process": {"args": ["sh"], "env": ["PATH=/bin", "VFHOTPLUG_COUNT=9"]},
     "root": {"path": "rootfs"},
