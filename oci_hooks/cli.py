@@ -36,6 +36,8 @@ from oci_hooks.spec import (
 )
 
 if TYPE_CHECKING:
+    from host_side.contract import GrantedVf, HostApi, VfRequest
+    from nri_plugin.config import HostEndpoint
     from nri_plugin.sysfs import GuestSysfs
     from oci_hooks.hooks import OciHooks
 
@@ -183,7 +185,6 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 def _hooks(args: argparse.Namespace, make_sysfs: SysfsFactory | None) -> OciHooks:
     """Builds the adapters and the lifecycle (imported here: a container without VFs never pays for it)."""
-    from host_side.client import HostClient
     from nri_plugin.config import load
     from nri_plugin.lifecycle import PodLifecycle
     from nri_plugin.netlink import GuestNetlink
@@ -192,12 +193,39 @@ def _hooks(args: argparse.Namespace, make_sysfs: SysfsFactory | None) -> OciHook
 
     cfg = load(_config_path(args))
     logging.getLogger().setLevel(args.log_level or cfg.log_level)
-    h = cfg.host
-    host = HostClient(h.target, ca=h.ca, cert=h.cert, key=h.key, server_name=h.server_name)
+    host = _LazyHost(cfg.host)
     sysfs = (make_sysfs or GuestSysfs)(cfg.sysfs_root)
     # The VFs appear in the netns the runtime (and so this hook) runs in: the guest's own.
     lifecycle = PodLifecycle(host, sysfs, GuestNetlink(None), cfg.state_dir, cfg.lifecycle)
     return OciHooks(lifecycle, args.timeout)
+
+
+class _LazyHost:
+    """The host client, connected on first use: createRuntime, and poststop of a container already
+    released, make no host call, and importing grpc is a large share of a hook's start-up."""
+
+    def __init__(self, endpoint: HostEndpoint) -> None:
+        self._endpoint = endpoint
+        self._client: HostApi | None = None
+
+    def _host(self) -> HostApi:
+        if self._client is None:
+            from host_side.client import HostClient
+
+            e = self._endpoint
+            self._client = HostClient(e.target, ca=e.ca, cert=e.cert, key=e.key, server_name=e.server_name)
+        return self._client
+
+    def attach(
+        self, pod_uid: str, pod_name: str, requests: Sequence[VfRequest], request_id: str, timeout_s: float
+    ) -> list[GrantedVf]:
+        return self._host().attach(pod_uid, pod_name, requests, request_id, timeout_s)
+
+    def release(self, pod_uid: str, request_id: str, timeout_s: float) -> None:
+        self._host().release(pod_uid, request_id, timeout_s)
+
+    def sync(self, live_pod_uids: Sequence[str], timeout_s: float) -> None:
+        self._host().sync(live_pod_uids, timeout_s)
 
 
 def _failures() -> tuple[type[BaseException], ...]:
