@@ -39,6 +39,13 @@ class PodState(StrEnum):
     RELEASING = "releasing"
 
 
+class Entry(StrEnum):
+    """Which entry manages a pod; both share one records folder."""
+
+    NRI = "nri"  # a pod containerd reports: reconciled against containerd's pod list
+    OCI = "oci"  # a container of the OCI hooks: containerd does not know it, its poststop releases it
+
+
 @dataclass(frozen=True)
 class VfBinding:
     """One granted VF and how far its binding got."""
@@ -74,6 +81,7 @@ class PodRecord:
     steps: tuple[StepDone, ...] = ()
     vfio_container_dev: tuple[int, int] | None = None  # major, minor of /dev/vfio/vfio
     run_dir: str | None = None  # per-pod folder with device-info files and the DPDK runtime folder
+    entry: Entry = Entry.NRI
 
     def with_vf(self, vf: VfBinding) -> PodRecord:
         return replace(self, vfs=tuple(vf if v.grant.lease_id == vf.grant.lease_id else v for v in self.vfs))
@@ -166,6 +174,7 @@ def _from_json(text: str) -> PodRecord:
             "vfs": vfs,
             "steps": tuple(StepDone(s["name"], dict(s["notes"])) for s in raw["steps"]),
             "vfio_container_dev": _pair(raw["vfio_container_dev"]),
+            "entry": Entry(raw.get("entry", Entry.NRI)),  # records written before there were two entries
         }
     )
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from nri_plugin.demand import ANNOTATION, DemandError, parse_demand
 from nri_plugin.lifecycle import PodError, PodLifecycle
+from nri_plugin.records import Entry
 from oci_hooks.spec import (
     HookCommand,
     JsonObject,
@@ -138,6 +139,7 @@ class OciHooks:
                 annotations,
                 self._deadline(),
                 netns_later=netns is None,
+                entry=Entry.OCI,
             )
         except PodError as e:
             raise HookFailure(_pod_message(e)) from e

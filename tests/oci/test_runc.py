@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nri_plugin.records import PodState, list_pod_records
+from nri_plugin.records import Entry, PodState, list_pod_records
 from tests.oci import bed as oci_bed
 
 pytestmark = pytest.mark.skipif(bool(oci_bed.missing()), reason=str(oci_bed.missing()))
@@ -78,7 +78,7 @@ def test_kernel_mode_container_sees_its_vfs(bed):
     assert bed.guest.records() == ["k1"]
 
     (rec,) = list_pod_records(bed.guest.state_dir)  # what `vfhotplug status` shows
-    assert (rec.pod_uid, rec.pod_name, rec.state) == ("k1", "oci/k1", PodState.READY)
+    assert (rec.pod_uid, rec.pod_name, rec.state, rec.entry) == ("k1", "oci/k1", PodState.READY, Entry.OCI)
 
     bed.runc("delete", "-f", "k1")
     assert_nothing_held(bed, "k1")
