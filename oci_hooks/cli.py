@@ -92,7 +92,9 @@ def run(argv: Sequence[str], stdin_text: str | None, make_sysfs: SysfsFactory | 
     except SpecError as e:
         return _fail(str(e), EXIT_FAILED)
     except _failures() as e:
-        return _fail(str(e), EXIT_FAILED)
+        from host_side.errors import ConfigError
+
+        return _fail(str(e), EXIT_USAGE if isinstance(e, ConfigError) else EXIT_FAILED)
 
 
 def _run(args: argparse.Namespace, make_sysfs: SysfsFactory | None) -> int:

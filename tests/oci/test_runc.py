@@ -60,6 +60,8 @@ def test_kernel_mode_container_sees_its_vfs(bed):
     bundle = bed.bundle("k1", '[{"count": 2, "mtu": 1400}]')
     prepare(bed, "k1", bundle)
     config = json.loads((bundle / "config.json").read_text())
+    prepare(bed, "k1", bundle)  # a repeat changes nothing and takes nothing more
+    assert json.loads((bundle / "config.json").read_text()) == config
     assert {h["args"][-1] for h in config["hooks"]["createRuntime"] + config["hooks"]["poststop"]} == {
         "createRuntime",
         "poststop",
