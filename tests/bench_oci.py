@@ -15,7 +15,6 @@ backend). `make bench` calls main().
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import time
@@ -48,12 +47,7 @@ def _runc_variant(b: oci_bed.Bed, name: str, annotation: str | None, hooks: bool
         cid = f"{name}{i + 1}"
         bundle = b.bundle(cid, annotation)
         if hooks:
-            config = json.loads((bundle / "config.json").read_text())
-            config["hooks"] = {
-                stage: [{"path": str(b.hook), "args": ["vfhotplug-hook", *b.hook_args(), stage]}]
-                for stage in ("createRuntime", "poststop")
-            }
-            (bundle / "config.json").write_text(json.dumps(config))
+            b.add_hooks(bundle)
         began = time.perf_counter()
         if annotation is not None:
             b.hook_cmd("prepare", "--id", cid, "--hook-path", str(b.hook), str(bundle))

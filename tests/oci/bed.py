@@ -197,6 +197,18 @@ class Bed:
     def bundle(self, name: str, annotation: str | None, args: Sequence[str] = ("sleep", "600")) -> Path:
         return make_bundle(self.folder / "bundles" / name, annotation, args)
 
+    def add_hooks(self, bundle: Path, **annotations: str) -> None:
+        """The README's config.json snippet (createRuntime + poststop), pointed at this bed's hook, and
+        `annotations` added, as a user wires hooks by hand instead of through `prepare`."""
+        config = json.loads((bundle / "config.json").read_text())
+        args = ["vfhotplug-hook", *self.hook_args()]
+        config["hooks"] = {
+            stage: [{"path": str(self.hook), "args": [*args, stage], "timeout": 30}]
+            for stage in ("createRuntime", "poststop")
+        }
+        config["annotations"] = {**config.get("annotations", {}), **annotations}
+        (bundle / "config.json").write_text(json.dumps(config))
+
     def in_container(self, cid: str, *cmd: str) -> str:
         return self.runc("exec", cid, *cmd).stdout
 

@@ -146,9 +146,7 @@ def test_bad_annotation_refused_with_one_line_and_no_lease(bed):
     assert (bundle / "config.json").read_text() == before
 
     # runc with the documented hooks but without prepare: createRuntime refuses, naming the field.
-    config = json.loads(before)
-    config["hooks"] = documented_hooks(bed)
-    (bundle / "config.json").write_text(json.dumps(config))
+    bed.add_hooks(bundle)
     res = bed.runc("run", "-d", "--bundle", str(bundle), "b1", check=False)
     assert res.returncode != 0
     assert "vfhotplug: container b1: bad demand: vfhotplug.io/vfs request 0 field 'vlan'" in res.stderr
@@ -156,20 +154,9 @@ def test_bad_annotation_refused_with_one_line_and_no_lease(bed):
     assert bed.host.leases() == [] and bed.guest.records() == []
 
 
-def documented_hooks(bed: oci_bed.Bed) -> dict[str, list[dict[str, object]]]:
-    """The README's runc snippet, pointed at this bed's hook and config."""
-    args = ["vfhotplug-hook", *bed.hook_args()]
-    return {
-        stage: [{"path": str(bed.hook), "args": [*args, stage], "timeout": 30}]
-        for stage in ("createRuntime", "poststop")
-    }
-
-
 def test_unprepared_container_is_refused(bed):
     bundle = bed.bundle("u1", "1")
-    config = json.loads((bundle / "config.json").read_text())
-    config["hooks"] = documented_hooks(bed)
-    (bundle / "config.json").write_text(json.dumps(config))
+    bed.add_hooks(bundle)
     res = bed.runc("run", "-d", "--bundle", str(bundle), "u1", check=False)
     assert res.returncode != 0
     assert "vfhotplug: container u1 asks for VFs (vfhotplug.io/vfs) but none were prepared" in res.stderr
@@ -220,9 +207,7 @@ def test_container_without_annotation_is_untouched(bed):
     before = (bundle / "config.json").read_text()
     bed.hook_cmd("prepare", "--hook-path", str(bed.hook), str(bundle))
     assert (bundle / "config.json").read_text() == before  # no hooks, no env: runc runs it as it was
-    config = json.loads(before)
-    config["hooks"] = documented_hooks(bed)
-    (bundle / "config.json").write_text(json.dumps(config))
+    bed.add_hooks(bundle)
     bed.runc("run", "-d", "--bundle", str(bundle), "n1")
     assert set(container_links(bed, "n1")) == {"lo"}
     bed.runc("delete", "-f", "n1")
