@@ -25,6 +25,7 @@ from nri_plugin.stub import Stub, StubError
 from nri_plugin.sysfs import GuestSysfs
 
 log = logging.getLogger("vfhotplug.nri")
+CRASH_ENV = "VFHOTPLUG_CRASH_AFTER"  # tests only: see PodLifecycle
 
 
 def build_lifecycle(cfg: plugin_config.PluginConfig, sysfs: GuestSysfs | None = None) -> PodLifecycle:
@@ -41,6 +42,7 @@ def build_lifecycle(cfg: plugin_config.PluginConfig, sysfs: GuestSysfs | None = 
         GuestNetlink(),
         cfg.state_dir,
         cfg.lifecycle,
+        crash_after=os.environ.get(CRASH_ENV),
     )
 
 

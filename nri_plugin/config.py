@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from host_side.errors import ConfigError
-from host_side.toml_table import REQUIRED, TomlTable, parse_toml
+from host_side.toml_table import REQUIRED, TomlTable, parse_toml, read_config
 from nri_plugin.demand import DemandDefaults, Mode
 from nri_plugin.lifecycle import LifecycleConfig
 
@@ -118,10 +117,4 @@ def parse(text: str, path: Path) -> PluginConfig:
 
 
 def load(path: Path) -> PluginConfig:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(
-            f"cannot read config {path}: {e.strerror}; pass --config with a readable file"
-        ) from e
-    return parse(text, path)
+    return parse(read_config(path), path)

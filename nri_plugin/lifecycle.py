@@ -10,7 +10,9 @@ reconcile: after a restart, finish or undo what records say was half done, then 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -113,12 +115,16 @@ class PodLifecycle:
         config: LifecycleConfig,
         steps: Sequence[PodStep] = (),
         poll_interval_s: float = 0.1,
+        crash_after: str | None = None,
     ) -> None:
         self.host = host
+        # Tests only (VFHOTPLUG_CRASH_AFTER): SIGKILL ourselves right after the named step is on disk.
+        self._crash_after = crash_after
         self.config = config
         self.store = RecordStore(records_dir / PODS_SUBDIR)
         self.journal = ReleaseJournal(records_dir / JOURNAL_SUBDIR)
         self._locks = _Locks()
+        self._background: list[threading.Thread] = []
         self.worker = ReleaseWorker(self.journal, host, timeout_s=config.host_timeout_s, pod_guard=self._pod)
         self._sysfs = sysfs
         self._finder = DeviceFinder(sysfs, netlink, poll_interval_s)
@@ -181,14 +187,21 @@ class PodLifecycle:
                 entry=entry,
             )
             self.store.save(rec)
+            self._crash_point("preparing")
             step = "host attach"
             try:
                 for step, action in self._plan(demand):
                     self._check_time(deadline, step)
                     rec = action(rec, deadline)
                     self.store.save(rec)
+                    self._crash_point(step)
             except Exception as e:  # any failure, bugs included, must roll back
                 log.warning("pod %s (%s): %s failed (%s); rolling back", pod_name, pod_uid, step, e)
+                if deadline - time.monotonic() < self.config.margin_s:
+                    # Undoing now would overrun the runtime's deadline, and containerd drops a plugin
+                    # that answers late; answer now and undo in the background (the record says so).
+                    self._teardown_later(rec)
+                    raise PodError(pod_uid, pod_name, step, f"{e}; rolling back in the background") from e
                 self._teardown(rec, self._budget(deadline, rollback=True))
                 raise PodError(pod_uid, pod_name, step, f"{e}; rolled back") from e
             log.info(
@@ -357,6 +370,7 @@ class PodLifecycle:
         """Undo in reverse, then release on the host; journal the release if the host does not confirm."""
         rec = replace(rec, state=PodState.RELEASING)
         self.store.save(rec)
+        self._crash_point("releasing")
         by_name = {s.name: s for s in self._steps}
         for done in reversed(rec.steps):
             step = by_name.get(done.name)
@@ -377,9 +391,11 @@ class PodLifecycle:
             except BindError as e:
                 # The host's detach takes the VF out of the guest wherever it is; nothing leaks.
                 log.error("pod %s (%s): %s; the host detach will remove it", rec.pod_name, rec.pod_uid, e)
+        self._crash_point("unbound")
         owed = OwedRelease(rec.pod_uid, rec.pod_name, f"{rec.request_id}/release", time.time())
         try:
             settle(self.host, owed, release_timeout_s or self.config.host_timeout_s)
+            self._crash_point("host release")
         except HostCallError as e:
             log.warning(
                 "pod %s (%s): host release not confirmed (%s); journaled", rec.pod_name, rec.pod_uid, e
@@ -395,6 +411,34 @@ class PodLifecycle:
                 raise PodError(pod_uid, pod_name, "bad demand", "mode vpp is not enabled in this plugin")
         if Mode.KERNEL in demand.modes and not has_netns:
             raise PodError(pod_uid, pod_name, "bad demand", "kernel mode needs a pod network namespace")
+
+    def _teardown_later(self, rec: PodRecord) -> None:
+        self.store.save(replace(rec, state=PodState.RELEASING))
+
+        def undo() -> None:
+            with self._pod(rec.pod_uid):
+                left = self.store.load(rec.pod_uid)
+                if left is not None and left.state is PodState.RELEASING:
+                    self._teardown(left)
+
+        t = threading.Thread(target=undo, name=f"rollback-{rec.pod_uid}", daemon=True)
+        with self._locks.guard:
+            self._background = [b for b in self._background if b.is_alive()] + [t]
+        t.start()
+
+    def wait_background(self, timeout_s: float) -> bool:
+        """Waits for rollbacks moved to the background; True when none is left running."""
+        deadline = time.monotonic() + timeout_s
+        with self._locks.guard:
+            pending = list(self._background)
+        for t in pending:
+            t.join(max(deadline - time.monotonic(), 0))
+        return not any(t.is_alive() for t in pending)
+
+    def _crash_point(self, step: str) -> None:
+        if self._crash_after == step:
+            log.warning("crash injected after %r (VFHOTPLUG_CRASH_AFTER)", step)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def _budget(self, deadline: float | None, rollback: bool = False) -> float | None:
         """Time a host call may take before `deadline` (None: no deadline, the configured timeout).

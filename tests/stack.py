@@ -20,6 +20,7 @@ from pathlib import Path
 from host_side import pki
 from host_side.client import HostClient
 from host_side.contract import HostCallError
+from host_side.wire import LeaseInfo
 from tests.host.sysfs_tree import make_pf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,6 +57,7 @@ class SimStack:
     quota: int = 64
     plugin_index: str = "10"
     plugin_module: str = "nri_plugin"
+    warm_refill_s: float = 5.0
     port: int = field(default_factory=_free_port)
     host_proc: subprocess.Popen[bytes] | None = None
     plugin_proc: subprocess.Popen[bytes] | None = None
@@ -86,6 +88,8 @@ class SimStack:
 
     def write_files(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
+        # dpdk pods mount the hugepage folder; this machine has no /dev/hugepages (a plain folder serves)
+        (self.work / "hugepages").mkdir(exist_ok=True)
         if not (self.pki_dir / "ca.pem").exists():
             pki.init_ca(self.pki_dir)
             pki.issue(self.pki_dir, "host", server=True, sans=["127.0.0.1"])
@@ -111,6 +115,7 @@ admin_socket = "admin.sock"
 attach_s = 5
 detach_s = 5
 sync_grace_s = 1
+warm_refill_interval_s = {self.warm_refill_s}
 
 [pools.{POOL}]
 pfs = ["ens1f0"]
@@ -139,6 +144,7 @@ default_pool = "{POOL}"
 state_dir = "nri-state"
 run_dir = "nri-run"
 sysfs_root = "guest-sys"
+hugepages = "{self.work / "hugepages"}"
 """
         )
 
@@ -194,7 +200,7 @@ sysfs_root = "guest-sys"
     def admin(self) -> HostClient:
         return HostClient.unix(self.admin_socket)
 
-    def leases(self) -> list[object]:
+    def leases(self) -> list[LeaseInfo]:
         with self.admin() as admin:
             return list(admin.list_leases())
 

@@ -18,6 +18,6 @@ def stack_for(containerd: Containerd, **kw: object) -> Iterator[SimStack]:
     try:
         yield stack.start()
     finally:
+        containerd.remove_all_pods()  # while the plugin runs, so it gives the VFs back
         stack.stop()
-        containerd.remove_all_pods()
         shutil.rmtree(work, ignore_errors=True)

@@ -27,7 +27,7 @@ def stack(containerd: Containerd) -> Iterator[SimStack]:
 
 
 def _pod_leases(stack: SimStack, uid: str) -> list[dict[str, object]]:
-    return [vars(lease) for lease in stack.leases() if getattr(lease, "pod_uid", None) == uid]
+    return [vars(lease) for lease in stack.leases() if lease.pod_uid == uid]
 
 
 def _links_everywhere() -> str:

@@ -162,17 +162,21 @@ def test_host_down(guest: Guest, make_netns):
 def test_host_slow_past_the_deadline(guest: Guest, make_netns):
     guest.host.attach_delay_s = 5.0
     start = time.monotonic()
+    lc = guest.lifecycle()
     with pytest.raises(PodError, match="DEADLINE_EXCEEDED"):
-        guest.lifecycle().prepare("u7", "pod-7", make_netns(), {ANNOTATION: "2"}, start + 1.0)
+        lc.prepare("u7", "pod-7", make_netns(), {ANNOTATION: "2"}, start + 1.0)
     # The host call got the deadline minus the rollback margin, not the runtime's whole budget.
     assert guest.host.attach_timeouts[0] <= 1.0 - guest.config.margin_s
+    assert lc.wait_background(10)  # too late to undo inside the call: undone right after
     assert_clean(guest)
 
 
 def test_deadline_already_near_aborts_before_the_host(guest: Guest, make_netns):
+    lc = guest.lifecycle()
     with pytest.raises(PodError, match="rollback margin"):
-        guest.lifecycle().prepare("u8", "pod-8", make_netns(), {ANNOTATION: "1"}, time.monotonic() + 0.1)
+        lc.prepare("u8", "pod-8", make_netns(), {ANNOTATION: "1"}, time.monotonic() + 0.1)
     assert "attach" not in guest.host.calls
+    assert lc.wait_background(10)
     assert_clean(guest)
 
 
@@ -189,8 +193,10 @@ def test_netdev_never_appears(guest: Guest, make_netns):
 
     guest.backend.attach = attach_without_netdev  # type: ignore[method-assign]
     pod = make_netns()
+    lc = guest.lifecycle()
     with pytest.raises(PodError, match=r"PCI 0000:10:00.0 MAC 02:fe:.*: PCI device present, no netdev yet"):
-        guest.lifecycle().prepare("u9", "pod-9", pod, {ANNOTATION: "1"}, soon(1.0))
+        lc.prepare("u9", "pod-9", pod, {ANNOTATION: "1"}, soon(1.0))
+    assert lc.wait_background(10)
     assert_clean(guest, pod)
 
 
