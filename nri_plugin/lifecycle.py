@@ -29,6 +29,9 @@ from nri_plugin.guest_devices import DeviceFinder, Expected
 from nri_plugin.netlink import GuestNetlink
 from nri_plugin.nri_types import ContainerAdjustment
 from nri_plugin.records import (
+    JOURNAL_SUBDIR,
+    PODS_SUBDIR,
+    Entry,
     OwedRelease,
     PodRecord,
     PodState,
@@ -128,8 +131,8 @@ class PodLifecycle:
         # Tests only (VFHOTPLUG_CRASH_AFTER): SIGKILL ourselves right after the named step is on disk.
         self._crash_after = crash_after
         self.config = config
-        self.store = RecordStore(records_dir / "pods")
-        self.journal = ReleaseJournal(records_dir / "journal")
+        self.store = RecordStore(records_dir / PODS_SUBDIR)
+        self.journal = ReleaseJournal(records_dir / JOURNAL_SUBDIR)
         self._locks = _Locks()
         self._background: list[threading.Thread] = []
         self.worker = ReleaseWorker(self.journal, host, timeout_s=config.host_timeout_s, pod_guard=self._pod)
@@ -152,11 +155,12 @@ class PodLifecycle:
         deadline: float,
         *,
         netns_later: bool = False,
+        entry: Entry = Entry.NRI,
     ) -> PodRecord | None:
         """Give the pod its VFs; None when it asks for none. `deadline` is a time.monotonic() value.
 
         With `netns_later` (OCI hooks: the netns does not exist yet) kernel-mode VFs stay in the guest's
-        netns until `enter_netns`.
+        netns until `enter_netns`. `entry` names who manages the pod (see `reconcile`).
 
         Raises:
             PodError: the demand is bad or a step failed; nothing is left allocated (a host release that
@@ -194,6 +198,7 @@ class PodLifecycle:
                 # The stamp keeps ids unique when a pod uid comes back after its counter was forgotten.
                 request_id=f"{pod_uid}/{attempt}/{time.time_ns():x}",
                 slots=demand.slots,
+                entry=entry,
             )
             self.store.save(rec)
             self._crash_point("preparing")
@@ -272,9 +277,15 @@ class PodLifecycle:
 
     def reconcile(self, live_pods: Mapping[str, str], deadline: float | None = None) -> ReconcileReport:
         """After a restart: `live_pods` maps the runtime's pod uids to their netns paths. With a deadline
-        (NRI Synchronize) host calls are cut short and what they leave owed goes to the journal."""
-        kept, undone = [], []
+        (NRI Synchronize) host calls are cut short and what they leave owed goes to the journal.
+
+        Only NRI pods are judged against `live_pods`: containers of the OCI hooks share the records folder
+        but not containerd's list, so they are left alone and their VFs kept in the host's Sync."""
+        kept, undone, hooks = [], [], []
         for rec in self.store.all():
+            if rec.entry is not Entry.NRI:
+                hooks.append(rec.pod_uid)
+                continue
             with self._pod(rec.pod_uid):
                 if rec.state is PodState.READY and rec.pod_uid in live_pods:
                     kept.append(rec.pod_uid)
@@ -291,7 +302,7 @@ class PodLifecycle:
                 self.store.forget(uid)
         owed = self.worker.run_once(force=True)  # an explicit resync: no backoff
         with self._locks.guard:
-            keep = sorted(set(kept) | self._locks.busy)
+            keep = sorted(set(kept) | set(hooks) | self._locks.busy)
         try:
             self.host.sync(keep, self._budget(deadline) or self.config.host_timeout_s)
             synced = True
