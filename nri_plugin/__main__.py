@@ -23,29 +23,17 @@ from prometheus_client import start_http_server
 from host_side.client import HostClient
 from host_side.errors import ConfigError
 from nri_plugin import config as plugin_config
-from nri_plugin.datapath_steps import DpdkEnvStep, VppStep
-from nri_plugin.dpdk_env import DpdkEnvs
+from nri_plugin.datapath_steps import VppStep, steps_from_config
 from nri_plugin.dpdk_health import HealthMonitor
 from nri_plugin.health_report import HEALTH_FILE, HealthPoller
-from nri_plugin.lifecycle import PodLifecycle, PodStep
+from nri_plugin.lifecycle import PodLifecycle
 from nri_plugin.netlink import GuestNetlink
 from nri_plugin.plugin import VfPlugin
 from nri_plugin.stub import Stub, StubError
 from nri_plugin.sysfs import GuestSysfs
-from nri_plugin.vpp import Vpp
-from nri_plugin.vpp_pod import VppPods
 
 log = logging.getLogger("vfhotplug.nri")
 CRASH_ENV = "VFHOTPLUG_CRASH_AFTER"  # tests only: see PodLifecycle
-
-
-def build_steps(cfg: plugin_config.PluginConfig) -> list[PodStep]:
-    """The datapath steps: the DPDK env always, VPP when [vpp] is configured (else vpp pods are refused)."""
-    steps: list[PodStep] = [DpdkEnvStep(DpdkEnvs(cfg.dpdk.runtime_root, cfg.dpdk.hugepages))]
-    if cfg.vpp is not None:
-        vpp = Vpp(cfg.vpp.socket, api_dirs=cfg.vpp.api_dirs)
-        steps.append(VppStep(VppPods(vpp, cfg.vpp.memif_dir), crash_after=os.environ.get(CRASH_ENV)))
-    return steps
 
 
 def build_lifecycle(cfg: plugin_config.PluginConfig, sysfs: GuestSysfs | None = None) -> PodLifecycle:
@@ -62,7 +50,7 @@ def build_lifecycle(cfg: plugin_config.PluginConfig, sysfs: GuestSysfs | None = 
         GuestNetlink(),
         cfg.state_dir,
         cfg.lifecycle,
-        steps=build_steps(cfg),
+        steps=steps_from_config(cfg, crash_after=os.environ.get(CRASH_ENV)),
         crash_after=os.environ.get(CRASH_ENV),
     )
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 from host_side.pci import PciAddress
 from nri_plugin.adjustment import container_notes
+from nri_plugin.config import PluginConfig
 from nri_plugin.demand import Mode
 from nri_plugin.dpdk_env import DpdkEnvs, plan_dpdk_env
 from nri_plugin.dpdk_health import Health, HealthMonitor
-from nri_plugin.lifecycle import crash_point
+from nri_plugin.lifecycle import PodStep, crash_point
 from nri_plugin.records import PodRecord
-from nri_plugin.vpp import VppUnavailable
+from nri_plugin.vpp import Vpp, VppUnavailable
 from nri_plugin.vpp_pod import VppPodError, VppPodRecord, VppPods, memif_wiring
 
 log = logging.getLogger(__name__)
@@ -141,3 +142,13 @@ class DpdkEnvStep:
 def telemetry_socket(rec: PodRecord) -> Path | None:
     notes = step_notes(rec, DPDK_STEP)
     return None if notes is None or NOTE_TELEMETRY not in notes else Path(notes[NOTE_TELEMETRY])
+
+
+def steps_from_config(cfg: PluginConfig, crash_after: str | None = None) -> list[PodStep]:
+    """The DPDK env always; VPP when [vpp] is configured (without it, vpp pods are refused). The NRI
+    plugin and the OCI hooks build the same steps from the same config."""
+    steps: list[PodStep] = [DpdkEnvStep(DpdkEnvs(cfg.dpdk.runtime_root, cfg.dpdk.hugepages))]
+    if cfg.vpp is not None:
+        vpp = Vpp(cfg.vpp.socket, api_dirs=cfg.vpp.api_dirs)
+        steps.append(VppStep(VppPods(vpp, cfg.vpp.memif_dir), crash_after=crash_after))
+    return steps

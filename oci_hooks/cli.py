@@ -188,6 +188,7 @@ def _config_path(args: argparse.Namespace) -> Path:
 def _hooks(args: argparse.Namespace, make_sysfs: SysfsFactory | None) -> OciHooks:
     """Builds the adapters and the lifecycle (imported here: a container without VFs never pays for it)."""
     from nri_plugin.config import load
+    from nri_plugin.datapath_steps import steps_from_config
     from nri_plugin.lifecycle import PodLifecycle
     from nri_plugin.netlink import GuestNetlink
     from nri_plugin.sysfs import GuestSysfs
@@ -198,7 +199,9 @@ def _hooks(args: argparse.Namespace, make_sysfs: SysfsFactory | None) -> OciHook
     host = _LazyHost(cfg.host)
     sysfs = (make_sysfs or GuestSysfs)(cfg.sysfs_root)
     # The VFs appear in the netns the runtime (and so this hook) runs in: the guest's own.
-    lifecycle = PodLifecycle(host, sysfs, GuestNetlink(None), cfg.state_dir, cfg.lifecycle)
+    lifecycle = PodLifecycle(
+        host, sysfs, GuestNetlink(None), cfg.state_dir, cfg.lifecycle, steps=steps_from_config(cfg)
+    )
     return OciHooks(lifecycle, args.timeout)
 
 

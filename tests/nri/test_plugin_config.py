@@ -8,7 +8,7 @@ import pytest
 
 from host_side.errors import ConfigError
 from nri_plugin import config
-from nri_plugin.__main__ import build_steps
+from nri_plugin.datapath_steps import steps_from_config
 from nri_plugin.demand import Mode
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,7 +77,7 @@ def test_config_vpp_dpdk_health_tables(tmp_path: Path) -> None:
     assert cfg.vpp.memif_dir == tmp_path / "memif" and cfg.vpp.check_interval_s == 1
     assert cfg.dpdk.runtime_root == tmp_path / "dpdk" and cfg.dpdk.hugepages == Path("/mnt/huge")
     assert cfg.health.metrics_address == ("127.0.0.1", 9108) and cfg.health.poll_interval_s == 2
-    assert [s.name for s in build_steps(cfg)] == ["dpdk env", "vpp"]
+    assert [s.name for s in steps_from_config(cfg)] == ["dpdk env", "vpp"]
     empty = config.parse(MINIMAL + "[vpp]\napi_dirs = []\n", tmp_path / "nri.toml")
     assert empty.vpp is not None and empty.vpp.api_dirs is None  # fetched from VPP
 
@@ -85,7 +85,7 @@ def test_config_vpp_dpdk_health_tables(tmp_path: Path) -> None:
 def test_config_without_vpp_builds_no_vpp_step(tmp_path: Path) -> None:
     cfg = config.parse(MINIMAL, tmp_path / "nri.toml")
     assert cfg.vpp is None
-    steps = build_steps(cfg)
+    steps = steps_from_config(cfg)
     assert not any(s.handles(Mode.VPP) for s in steps) and any(s.handles(Mode.DPDK) for s in steps)
 
 

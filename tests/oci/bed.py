@@ -307,6 +307,9 @@ max_vfs_per_pod = 4
 state_dir = "{guest}/state"
 run_dir = "{guest}/run"
 sysfs_root = "{sysfs}"
+
+[dpdk]
+runtime_root = "{guest}/dpdk"
 hugepages = "{hugepages}"
 """
     path = guest / "nri.toml"
