@@ -19,7 +19,7 @@ from nri_plugin.dpdk_env import DpdkEnvs, plan_dpdk_env
 from nri_plugin.dpdk_health import Health, HealthMonitor
 from nri_plugin.lifecycle import PodStep, crash_point
 from nri_plugin.records import PodRecord
-from nri_plugin.vpp import Vpp, VppUnavailable
+from nri_plugin.vpp import Vpp, VppError, VppUnavailable
 from nri_plugin.vpp_pod import VppPodError, VppPodRecord, VppPods, memif_wiring
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class VppStep:
         self._lock = threading.Lock()
         # Pods this process programmed and has not undone: they count as live before their record says so.
         self._current: dict[str, VppPodRecord] = {}
+        self._failing = False
 
     def handles(self, mode: Mode) -> bool:
         return mode is Mode.VPP
@@ -85,7 +86,16 @@ class VppStep:
                 if notes is not None and NOTE_VPP in notes:
                     known[rec.pod_uid] = VppPodRecord.from_dict(json.loads(notes[NOTE_VPP]))
             known.update(self._current)
-            now = {r.pod_uid: r for r in self.pods.reconcile(known.values())}
+            try:
+                now = {r.pod_uid: r for r in self.pods.reconcile(known.values())}
+            except VppError as e:
+                if not self._failing:  # once per outage, not every check
+                    log.warning("VPP reconcile failed (%s); retrying every check until VPP answers", e)
+                self._failing = True
+                return {}
+            if self._failing:
+                log.info("VPP answers again; its objects match the %d pods' records", len(now))
+            self._failing = False
             self._current = now
         changed = {}
         for uid, r in now.items():
