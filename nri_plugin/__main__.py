@@ -20,39 +20,19 @@ from types import FrameType
 
 from prometheus_client import start_http_server
 
-from host_side.client import HostClient
 from host_side.errors import ConfigError
 from nri_plugin import config as plugin_config
-from nri_plugin.datapath_steps import VppStep, steps_from_config
+from nri_plugin.assembly import build_lifecycle
+from nri_plugin.datapath_steps import VppStep
 from nri_plugin.dpdk_health import HealthMonitor
 from nri_plugin.health_report import HEALTH_FILE, HealthPoller
 from nri_plugin.lifecycle import PodLifecycle
-from nri_plugin.netlink import GuestNetlink
 from nri_plugin.plugin import VfPlugin
 from nri_plugin.stub import Stub, StubError
 from nri_plugin.sysfs import GuestSysfs
 
 log = logging.getLogger("vfhotplug.nri")
 CRASH_ENV = "VFHOTPLUG_CRASH_AFTER"  # tests only: see PodLifecycle
-
-
-def build_lifecycle(cfg: plugin_config.PluginConfig, sysfs: GuestSysfs | None = None) -> PodLifecycle:
-    host = HostClient(
-        cfg.host.target,
-        ca=cfg.host.ca,
-        cert=cfg.host.cert,
-        key=cfg.host.key,
-        server_name=cfg.host.server_name,
-    )
-    return PodLifecycle(
-        host,
-        sysfs or GuestSysfs(cfg.sysfs_root),
-        GuestNetlink(),
-        cfg.state_dir,
-        cfg.lifecycle,
-        steps=steps_from_config(cfg, crash_after=os.environ.get(CRASH_ENV)),
-        crash_after=os.environ.get(CRASH_ENV),
-    )
 
 
 def _every(interval_s: float, fn: Callable[[], object], name: str) -> None:
@@ -92,7 +72,7 @@ class _PreregisteredPlugin(VfPlugin):
 
     def configure(self, config: str, runtime_name: str, runtime_version: str) -> None:
         cfg = plugin_config.parse(config, Path("<NRI config>"))
-        self.lifecycle = build_lifecycle(cfg)
+        self.lifecycle = build_lifecycle(cfg, cfg.host.connect(), crash_after=os.environ.get(CRASH_ENV))
         start_background(cfg, self.lifecycle)
 
 
@@ -116,7 +96,7 @@ def main(argv: list[str] | None = None, sysfs: GuestSysfs | None = None) -> int:
         else:
             cfg = plugin_config.load(args.config or plugin_config.DEFAULT_PATH)
             logging.getLogger().setLevel(cfg.log_level)
-            plugin = VfPlugin(build_lifecycle(cfg, sysfs))
+            plugin = VfPlugin(build_lifecycle(cfg, cfg.host.connect(), sysfs, os.environ.get(CRASH_ENV)))
             start_background(cfg, plugin.lifecycle)
             stub = Stub(
                 plugin,

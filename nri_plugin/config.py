@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from host_side.toml_table import REQUIRED, TomlTable, parse_toml, read_config
 from nri_plugin.demand import DemandDefaults, Mode
 from nri_plugin.lifecycle import LifecycleConfig
+
+if TYPE_CHECKING:
+    from host_side.client import HostClient
 
 DEFAULT_PATH = Path("/etc/vfhotplug/nri.toml")
 
@@ -32,6 +36,11 @@ class HostEndpoint:
     key: Path
     server_name: str | None = None
     timeout_s: float = 10.0
+
+    def connect(self) -> HostClient:
+        from host_side.client import HostClient  # grpc is heavy: the hooks' fast paths never import it
+
+        return HostClient(self.target, ca=self.ca, cert=self.cert, key=self.key, server_name=self.server_name)
 
 
 @dataclass(frozen=True)

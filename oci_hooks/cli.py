@@ -187,22 +187,14 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 def _hooks(args: argparse.Namespace, make_sysfs: SysfsFactory | None) -> OciHooks:
     """Builds the adapters and the lifecycle (imported here: a container without VFs never pays for it)."""
+    from nri_plugin.assembly import build_lifecycle
     from nri_plugin.config import load
-    from nri_plugin.datapath_steps import steps_from_config
-    from nri_plugin.lifecycle import PodLifecycle
-    from nri_plugin.netlink import GuestNetlink
-    from nri_plugin.sysfs import GuestSysfs
     from oci_hooks.hooks import OciHooks
 
     cfg = load(_config_path(args))
     logging.getLogger().setLevel(args.log_level or cfg.log_level)
-    host = _LazyHost(cfg.host)
-    sysfs = (make_sysfs or GuestSysfs)(cfg.sysfs_root)
-    # The VFs appear in the netns the runtime (and so this hook) runs in: the guest's own.
-    lifecycle = PodLifecycle(
-        host, sysfs, GuestNetlink(None), cfg.state_dir, cfg.lifecycle, steps=steps_from_config(cfg)
-    )
-    return OciHooks(lifecycle, args.timeout)
+    sysfs = make_sysfs(cfg.sysfs_root) if make_sysfs is not None else None
+    return OciHooks(build_lifecycle(cfg, _LazyHost(cfg.host), sysfs), args.timeout)
 
 
 class _LazyHost:
@@ -215,10 +207,7 @@ class _LazyHost:
 
     def _host(self) -> HostApi:
         if self._client is None:
-            from host_side.client import HostClient
-
-            e = self._endpoint
-            self._client = HostClient(e.target, ca=e.ca, cert=e.cert, key=e.key, server_name=e.server_name)
+            self._client = self._endpoint.connect()
         return self._client
 
     def attach(
