@@ -4,7 +4,7 @@ VENV    := .venv/.stamp
 PROTOC  := $(PY) -m grpc_tools.protoc
 PKGS    := nri_plugin oci_hooks host_side testbed
 
-.PHONY: demo test bench lint type proto check testbeds testbed-containerd testbed-libvirt testbed-dpdk clean
+.PHONY: demo test bench lint type proto check testbeds testbed-containerd testbed-libvirt testbed-dpdk testbed-oci clean
 
 $(VENV): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
@@ -21,7 +21,11 @@ testbed-libvirt: $(VENV)
 testbed-dpdk: $(VENV)
 	bash testbed/dpdk/setup.sh
 
-testbeds: testbed-containerd testbed-libvirt testbed-dpdk
+# Debian's podman 4.3 for the OCI hook tests (runc and busybox come from the containerd test bed).
+testbed-oci: $(VENV)
+	bash testbed/oci/setup.sh
+
+testbeds: testbed-containerd testbed-libvirt testbed-dpdk testbed-oci
 
 demo: $(VENV) testbed-containerd
 	$(PY) -m tests.demo

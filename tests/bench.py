@@ -17,6 +17,7 @@ SECTIONS = (
     ("Host service: Attach+Release through gRPC+mTLS, 64 vs 4096 VFs", "tests.bench_host"),
     ("Host service: libvirt phases with real libvirtd (emulated NIC)", "tests.bench_libvirt"),
     ("User-space data path: VPP programming, DPDK health poll, memif rate", "tests.bench_datapath"),
+    ("OCI hooks: container start through runc and podman, with and without hooks", "tests.bench_oci"),
 )
 
 

@@ -29,7 +29,10 @@ ONE = {"vfhotplug.io/vfs": "1"}
 
 def _stats(seconds: list[float]) -> tuple[float, float, float]:
     ms = sorted(s * 1000 for s in seconds)
-    pick = lambda q: ms[min(len(ms) - 1, round(q * (len(ms) - 1)))]  # noqa: E731
+
+    def pick(q: float) -> float:
+        return ms[min(len(ms) - 1, round(q * (len(ms) - 1)))]
+
     return statistics.median(ms), pick(0.95), pick(0.99)
 
 

@@ -57,6 +57,9 @@ class SimStack:
     quota: int = 64
     plugin_index: str = "10"
     plugin_module: str = "nri_plugin"
+    plugin_extra: str = ""  # more TOML tables for nri.toml (e.g. [vpp])
+    health_poll_s: float = 0.5
+    metrics_port: int = field(default_factory=_free_port)
     warm_refill_s: float = 5.0
     port: int = field(default_factory=_free_port)
     host_proc: subprocess.Popen[bytes] | None = None
@@ -83,13 +86,21 @@ class SimStack:
         return self.work / "nri-state"
 
     @property
+    def dpdk_root(self) -> Path:
+        return self.work / "nri-dpdk"
+
+    @property
+    def hugepages(self) -> Path:
+        return self.work / "hugepages"
+
+    @property
     def admin_socket(self) -> Path:
         return self.work / "admin.sock"
 
     def write_files(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
         # dpdk pods mount the hugepage folder; this machine has no /dev/hugepages (a plain folder serves)
-        (self.work / "hugepages").mkdir(exist_ok=True)
+        self.hugepages.mkdir(exist_ok=True)
         if not (self.pki_dir / "ca.pem").exists():
             pki.init_ca(self.pki_dir)
             pki.issue(self.pki_dir, "host", server=True, sans=["127.0.0.1"])
@@ -144,8 +155,15 @@ default_pool = "{POOL}"
 state_dir = "nri-state"
 run_dir = "nri-run"
 sysfs_root = "guest-sys"
-hugepages = "{self.work / "hugepages"}"
-"""
+
+[dpdk]
+runtime_root = "nri-dpdk"
+hugepages = "hugepages"
+
+[health]
+poll_interval_s = {self.health_poll_s}
+metrics_address = "127.0.0.1:{self.metrics_port}"
+{self.plugin_extra}"""
         )
 
     def start_host(self) -> None:

@@ -102,3 +102,11 @@ def test_pod_without_annotation_costs_no_host_call(containerd, stack) -> None:
     remove_pod(rt, pod_id)
     assert stack.leases() == []
     assert before is not None
+
+
+def test_vpp_pod_without_vpp_configured_is_refused_clearly(containerd, stack) -> None:
+    rt = containerd.runtime()
+    with pytest.raises(grpc.RpcError) as err:
+        run_pod(rt, "no-vpp", annotations={"vfhotplug.io/vfs": '[{"mode": "vpp"}]'}, host_network=False)
+    assert "no VPP is configured" in str(err.value.details())
+    assert _pod_leases(stack, pod_config("no-vpp").metadata.uid) == []
