@@ -2,9 +2,9 @@
 PY      := .venv/bin/python
 VENV    := .venv/.stamp
 PROTOC  := $(PY) -m grpc_tools.protoc
-PKGS    := nri_plugin oci_hooks host_side testbed
+PKGS    := nri_plugin oci_hooks host_side testbed lab
 
-.PHONY: demo test bench lint type proto check testbeds testbed-containerd testbed-libvirt testbed-dpdk testbed-oci clean
+.PHONY: demo test lab bench lint type proto check testbeds testbed-containerd testbed-libvirt testbed-dpdk testbed-oci testbed-lab clean
 
 $(VENV): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
@@ -27,13 +27,21 @@ testbed-oci: $(VENV)
 
 testbeds: testbed-containerd testbed-libvirt testbed-dpdk testbed-oci
 
-demo: $(VENV) testbed-containerd
-	$(PY) -m tests.demo
+# The lab (tier C): a q35 TCG guest booting this machine's root over 9p, with containerd and vfhotplug-nri
+# inside and vfhotplug-host on this machine hot-plugging emulated NICs into it.
+testbed-lab: $(VENV)
+	bash lab/setup.sh
+
+demo: $(VENV) testbed-lab
+	$(PY) -m lab.demo
+
+lab: $(VENV) testbed-lab
+	$(PY) -m pytest -q -m lab tests/lab
 
 test: $(VENV) testbeds
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not lab"
 
-bench: $(VENV) testbeds
+bench: $(VENV) testbeds testbed-lab
 	$(PY) -m tests.bench
 
 lint: $(VENV)
