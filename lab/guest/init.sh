@@ -18,7 +18,8 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs -o mode=0755 tmpfs /run
-mount -t tmpfs tmpfs /tmp
+# No tmpfs on /tmp: the root overlay is already writable, and a checkout under /tmp (a CI clone) must
+# stay visible to the guest.
 mount -t cgroup2 cgroup2 /sys/fs/cgroup || fail "cgroup2"
 # dpdk-mode pods get the hugepage mount bound into their containers.
 mkdir -p /dev/hugepages
