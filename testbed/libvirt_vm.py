@@ -84,8 +84,18 @@ class TestVm:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, name: str, *, run_dir: Path, root_ports: int = 4, uri: str = URI) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        run_dir: Path,
+        root_ports: int = 4,
+        uri: str = URI,
+        kernel: Path = IMAGE_DIR / "vmlinux",
+        initrd: Path = IMAGE_DIR / "initramfs.cpio.gz",
+    ) -> None:
         self.name = name
+        self._kernel, self._initrd = kernel, initrd
         self.console_log = run_dir.resolve() / f"{name}.console.log"
         self._root_ports = root_ports
         self._uri = uri
@@ -103,9 +113,12 @@ class TestVm:
 
     def start(self, boot_timeout_s: float = 60.0) -> float:
         """Boots the guest; returns the seconds from createXML to the BOOTED line."""
-        kernel, initrd = IMAGE_DIR / "vmlinux", IMAGE_DIR / "initramfs.cpio.gz"
+        kernel, initrd = self._kernel, self._initrd
         if not kernel.exists() or not initrd.exists():
-            raise FileNotFoundError(f"{IMAGE_DIR} has no guest image; run `make testbed-libvirt` first")
+            raise FileNotFoundError(
+                f"guest image {kernel} / {initrd} missing; run `make testbed-libvirt` (tier C) or "
+                "lab/tier_d/setup.sh (tier D) first"
+            )
         self.console_log.parent.mkdir(parents=True, exist_ok=True)
         self.console_log.unlink(missing_ok=True)
         xml = domain_xml(

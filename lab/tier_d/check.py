@@ -1,7 +1,400 @@
-"""placeholder"""
-import argparse, json, subprocess
-p = argparse.ArgumentParser(); p.add_argument("--pf"); p.add_argument("--result"); p.add_argument("--work")
-a = p.parse_args()
-out = subprocess.run(["ip", "-j", "-d", "link", "show", a.pf], capture_output=True, text=True).stdout
-v = subprocess.run(["virsh", "-c", "qemu:///system", "nodedev-list", "--cap", "pci"], capture_output=True, text=True).stdout
-open(a.result, "w").write(json.dumps({"checks": [], "ip": out, "nodedev": v}))
+"""Tier D check, run inside the outer guest (L1) that plays the physical host (started by l1-init.sh).
+
+Drives the project's own adapters against real igbvf VFs of an emulated igb PF, this machine's libvirtd 9.0
+and an inner TCG guest (L2) whose init reports PCI add/remove on its serial console. It records what it
+observes (settings read back through netlink and through `ip -j -d link show`, guest PCI events, live
+aliases, VF drivers, libvirt error codes, timings) in a JSON file; tests/lab/test_tier_d.py asserts on it
+on this machine. A failing step is recorded with its traceback and the next step still runs.
+
+Usage (in L1): python -m lab.tier_d.check --pf PF --result FILE --work DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+from host_side.backend import VfRef, VfSettings, lease_alias
+from host_side.errors import HostSideError
+from host_side.libvirt_errors import LibvirtFailure, translate
+from host_side.libvirt_hotplug import LibvirtHotplug
+from host_side.libvirt_xml import HotplugMode, device_xml
+from host_side.pci import PciAddress
+from host_side.vf_netlink import PyrouteVfNetlink
+from testbed.libvirt_vm import GuestPciEvent, TestVm
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = REPO / "build" / "lab-d"
+URI = "qemu:///system"
+L2 = "labd-l2"
+VF_IDS = "8086:10ca"  # igbvf, as the inner guest's oracle prints vendor:device
+NON_VF_IDS = "8086:10d3"  # the spare e1000e run.py gives L1
+# Nested TCG is slow: the inner guest polls PCI every 0.2 s but one poll can take seconds.
+GUEST_TIMEOUT_S = 90.0
+LIBVIRT_TIMEOUT_S = 60.0
+# How long the paused guest is kept paused while its detach is pending (libvirt's own wait is 5 s).
+PAUSE_S = 10.0
+
+
+class Sysfs:
+    """The few PCI facts the check reads from sysfs (driver, ids, VFs of a PF), under `root`."""
+
+    def __init__(self, root: Path = Path("/sys")) -> None:
+        self._root = root
+
+    def _dev(self, pci: PciAddress) -> Path:
+        return self._root / "bus/pci/devices" / str(pci)
+
+    def driver(self, pci: PciAddress) -> str | None:
+        link = self._dev(pci) / "driver"
+        return link.readlink().name if link.exists() else None
+
+    def ids(self, pci: PciAddress) -> str:
+        dev = self._dev(pci)
+        return ":".join((dev / f).read_text().strip().removeprefix("0x") for f in ("vendor", "device"))
+
+    def pf_of_netdev(self, netdev: str) -> PciAddress:
+        return PciAddress.parse((self._root / "class/net" / netdev / "device").readlink().name)
+
+    def vfs(self, pf: PciAddress) -> dict[int, PciAddress]:
+        return {
+            int(link.name.removeprefix("virtfn")): PciAddress.parse(link.readlink().name)
+            for link in self._dev(pf).glob("virtfn*")
+        }
+
+    def find(self, ids: str) -> PciAddress | None:
+        for dev in sorted((self._root / "bus/pci/devices").iterdir()):
+            pci = PciAddress.parse(dev.name)
+            if self.ids(pci) == ids:
+                return pci
+        return None
+
+
+def ip_vf_view(pf: str, index: int) -> dict[str, Any]:
+    """VF `index` of `pf` as iproute2 reports it: the independent oracle for what netlink set."""
+    proc = subprocess.run(
+        ["ip", "-j", "-d", "link", "show", "dev", pf], capture_output=True, text=True, check=True
+    )
+    for vf in json.loads(proc.stdout)[0].get("vfinfo_list", []):
+        if vf["vf"] == index:
+            vlan = (vf.get("vlan_list") or [{}])[0]
+            return {
+                "mac": vf.get("address"),
+                "vlan": vlan.get("vlan", 0),
+                "qos": vlan.get("qos", 0),
+                "spoofchk": vf.get("spoofchk"),
+                "trust": vf.get("trust"),
+                "max_tx_rate": vf.get("rate", {}).get("max_tx", 0),
+            }
+    raise LookupError(f"ip link show {pf} lists no VF {index}")
+
+
+def failure_of(fn: Callable[[], object]) -> dict[str, Any]:
+    """Runs `fn`, expecting a host-side error; returns its class, the libvirt code behind it and message."""
+    try:
+        fn()
+    except HostSideError as e:
+        cause = e.__cause__
+        code = cause.get_error_code() if isinstance(cause, libvirt.libvirtError) else None
+        return {"raised": type(e).__name__, "libvirt_code": code, "message": str(e)}
+    return {"raised": None, "libvirt_code": None, "message": ""}
+
+
+class Recorder:
+    """Observations, timings and step errors, written as JSON after every step (a crash keeps the rest)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self.data: dict[str, Any] = {"observations": {}, "timings": {}, "steps": {}}
+        self._t0 = time.monotonic()
+
+    def put(self, key: str, value: object) -> None:
+        self.data["observations"][key] = value
+
+    def time(self, key: str, seconds: float) -> None:
+        self.data["timings"][key] = round(seconds, 3)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        log.info("step %s", name)
+        try:
+            yield
+        except Exception:
+            log.exception("step %s failed", name)
+            self.data["steps"][name] = {"ok": False, "error": traceback.format_exc()}
+        else:
+            self.data["steps"][name] = {"ok": True}
+        finally:
+            self.data["steps"][name]["seconds"] = round(time.monotonic() - t0, 3)
+            self.write()
+
+    def write(self) -> None:
+        self.data["total_s"] = round(time.monotonic() - self._t0, 3)
+        self._path.write_text(json.dumps(self.data, indent=1, sort_keys=True))
+
+
+class GuestOracle:
+    """Waits for the inner guest's PCI-ADD/PCI-DEL lines that appear after a mark."""
+
+    def __init__(self, vm: TestVm) -> None:
+        self._vm = vm
+        self._mark = 0
+
+    def mark(self) -> None:
+        self._mark = len(self._vm.pci_events())
+
+    def wait(
+        self, kind: str, match: Callable[[GuestPciEvent], bool], what: str
+    ) -> tuple[GuestPciEvent, float]:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < GUEST_TIMEOUT_S:
+            for event in self._vm.pci_events()[self._mark :]:
+                if event.kind == kind and match(event):
+                    return event, time.monotonic() - t0
+            time.sleep(0.1)
+        raise TimeoutError(f"inner guest showed no {what} within {GUEST_TIMEOUT_S} s")
+
+
+class Check:
+    """The batched checks of one L1 boot, in order; each records into the Recorder."""
+
+    def __init__(self, pf: str, rec: Recorder, work: Path) -> None:
+        self.rec = rec
+        self.sysfs = Sysfs()
+        self.nl = PyrouteVfNetlink()
+        self.pf = pf
+        pf_pci = self.sysfs.pf_of_netdev(pf)
+        self.vfs = [VfRef(pf, pf_pci, i, pci) for i, pci in sorted(self.sysfs.vfs(pf_pci).items())]
+        self.vm = TestVm(L2, run_dir=work, kernel=BUILD / "vmlinux", initrd=BUILD / "l2-initramfs.cpio.gz")
+        self.guest = GuestOracle(self.vm)
+        self.ifhd = LibvirtHotplug(URI, mode="interface-hostdev", observe=self._observer("interface-hostdev"))
+        self.hostdev = LibvirtHotplug(URI, mode="hostdev", observe=self._observer("hostdev"))
+        self._phase_counts: dict[str, int] = {}
+
+    def _observer(self, mode: str) -> Callable[[str, float], None]:
+        def observe(phase: str, seconds: float) -> None:
+            n = self._phase_counts.get(f"{mode}.{phase}", 0) + 1
+            self._phase_counts[f"{mode}.{phase}"] = n
+            self.rec.time(f"{mode}.{phase}.{n}", seconds)
+
+        return observe
+
+    def pf_view(self, vf: VfRef) -> dict[str, Any]:
+        return {"netlink": asdict(self.nl.read_vf(vf)), "ip": ip_vf_view(self.pf, vf.index)}
+
+    def live_aliases(self) -> list[str]:
+        return sorted(self.ifhd.live_devices(L2))
+
+    def discover(self) -> None:
+        self.rec.put(
+            "pf",
+            {"name": self.pf, "pci": str(self.vfs[0].pf_pci) if self.vfs else None,
+             "ids": self.sysfs.ids(self.sysfs.pf_of_netdev(self.pf))},
+        )  # fmt: skip
+        self.rec.put(
+            "vfs",
+            [{"index": v.index, "pci": str(v.pci), "ids": self.sysfs.ids(v.pci), "driver": self.sysfs.driver(v.pci)}
+             for v in self.vfs],
+        )  # fmt: skip
+
+    def netlink(self) -> None:
+        vf = self.vfs[0]
+        original = self.nl.read_vf(vf)
+        self.rec.put("netlink.original", self.pf_view(vf))
+        wanted = VfSettings(mac="52:54:00:d0:00:01", vlan=42, qos=0, spoofchk=False, trust=True)
+        self.rec.put("netlink.wanted", asdict(wanted))
+        t0 = time.monotonic()
+        self.nl.apply_vf(vf, wanted)
+        self.rec.time("netlink.apply", time.monotonic() - t0)
+        self.rec.put("netlink.applied", self.pf_view(vf))
+        # Rate limiting depends on the PF driver and link speed; record what igb does with it.
+        self.rec.put("netlink.rate", failure_of(lambda: self.nl.apply_vf(vf, VfSettings(mac=wanted.mac, vlan=42,
+                     spoofchk=False, trust=True, max_tx_rate_mbps=100))))  # fmt: skip
+        self.rec.put("netlink.rate_view", self.pf_view(vf))
+        self.rec.put("netlink.restore", failure_of(lambda: self.nl.apply_vf(vf, original)))
+        self.rec.put("netlink.restored", self.pf_view(vf))
+
+    def boot_l2(self) -> None:
+        self.rec.time("l2.boot", self.vm.start(boot_timeout_s=240.0))
+
+    def interface_hostdev(self) -> None:
+        vf = self.vfs[0]
+        self.rec.put("ifhd.before", self.pf_view(vf))
+        before = self.nl.read_vf(vf)
+        alias = lease_alias("labd-ifhd0")
+        settings = VfSettings(mac="52:54:00:d0:00:02", vlan=100)
+        self.rec.put("ifhd.settings", asdict(settings))
+        self.guest.mark()
+        t0 = time.monotonic()
+        device = self.ifhd.attach(L2, vf, alias, settings, LIBVIRT_TIMEOUT_S)
+        self.rec.time("ifhd.attach", time.monotonic() - t0)
+        self.rec.put(
+            "ifhd.plugged", {"alias": device.alias, "guest_pci": str(device.guest_pci), "mac": device.mac}
+        )
+        self.rec.put("ifhd.attached", self.pf_view(vf))
+        self.rec.put("ifhd.attached_driver", self.sysfs.driver(vf.pci))
+        self.rec.put("ifhd.attached_aliases", self.live_aliases())
+        event, seen = self.guest.wait("add", lambda e: e.vendor_device == VF_IDS, f"PCI-ADD of {VF_IDS}")
+        self.rec.put("ifhd.guest_add", asdict(event))
+        self.rec.time("ifhd.guest_add_after_attach", seen)
+
+        # The VF is held by L2: a second lease on it must be refused by libvirt, and leave nothing behind.
+        dup = lease_alias("labd-dup")
+        self.rec.put(
+            "in_use", failure_of(lambda: self.hostdev.attach(L2, vf, dup, settings, LIBVIRT_TIMEOUT_S))
+        )
+        self.rec.put("in_use.aliases", self.live_aliases())
+
+        self.guest.mark()
+        t0 = time.monotonic()
+        self.ifhd.detach(L2, alias, LIBVIRT_TIMEOUT_S)
+        self.rec.time("ifhd.detach", time.monotonic() - t0)
+        self.rec.put("ifhd.detached_aliases", self.live_aliases())
+        self.rec.put("ifhd.detached_driver", self.sysfs.driver(vf.pci))
+        self.rec.put("ifhd.left_by_libvirt", self.pf_view(vf))
+        event, seen = self.guest.wait("del", lambda e: e.bdf == self.rec.data["observations"]["ifhd.guest_add"]["bdf"],
+                                      "PCI-DEL of the VF")  # fmt: skip
+        self.rec.time("ifhd.guest_del_after_detach", seen)
+        # Putting the VF's settings back is the host service's job on release; do what it does.
+        self.nl.apply_vf(vf, before)
+        self.rec.put("ifhd.restored", self.pf_view(vf))
+        # A second release of the same lease finds nothing to do (idempotent, no error).
+        self.rec.put("ifhd.detach_again", failure_of(lambda: self.ifhd.detach(L2, alias, LIBVIRT_TIMEOUT_S)))
+
+    def hostdev_paused(self) -> None:
+        vf = self.vfs[1]
+        before = self.nl.read_vf(vf)
+        self.rec.put("hostdev.before", self.pf_view(vf))
+        # Plain hostdev: MAC and VLAN come from our netlink set-up before the attach, as the service does it.
+        settings = VfSettings(mac="52:54:00:d0:00:03", vlan=200)
+        self.nl.apply_vf(vf, settings)
+        alias = lease_alias("labd-hd1")
+        self.guest.mark()
+        t0 = time.monotonic()
+        device = self.hostdev.attach(L2, vf, alias, settings, LIBVIRT_TIMEOUT_S)
+        self.rec.time("hostdev.attach", time.monotonic() - t0)
+        self.rec.put("hostdev.plugged", {"alias": device.alias, "guest_pci": str(device.guest_pci)})
+        self.rec.put("hostdev.attached", self.pf_view(vf))
+        self.rec.put("hostdev.attached_driver", self.sysfs.driver(vf.pci))
+        event, seen = self.guest.wait("add", lambda e: e.vendor_device == VF_IDS, f"PCI-ADD of {VF_IDS}")
+        self.rec.put("hostdev.guest_add", asdict(event))
+        self.rec.time("hostdev.guest_add_after_attach", seen)
+
+        # Release while L2 is paused: the release must not be reported done before L2 resumes.
+        dom = self.vm.domain
+        dom.suspend()
+        self.guest.mark()
+        outcome: dict[str, Any] = {}
+
+        def release() -> None:
+            outcome.update(failure_of(lambda: self.hostdev.detach(L2, alias, LIBVIRT_TIMEOUT_S + PAUSE_S)))
+            outcome["done_at"] = time.monotonic()
+
+        t0 = time.monotonic()
+        worker = threading.Thread(target=release, name="paused-release")
+        worker.start()
+        worker.join(PAUSE_S)
+        self.rec.put("paused.pending_while_paused", worker.is_alive())
+        self.rec.put("paused.aliases_while_paused", self.live_aliases())
+        self.rec.put("paused.driver_while_paused", self.sysfs.driver(vf.pci))
+        resumed_at = time.monotonic()
+        dom.resume()
+        worker.join(LIBVIRT_TIMEOUT_S + PAUSE_S)
+        self.rec.put("paused.release", {k: v for k, v in outcome.items() if k != "done_at"})
+        self.rec.time("paused.paused_for", resumed_at - t0)
+        if "done_at" in outcome:
+            self.rec.time("paused.done_after_resume", outcome["done_at"] - resumed_at)
+        self.rec.put("paused.aliases_after", self.live_aliases())
+        self.rec.put("paused.driver_after", self.sysfs.driver(vf.pci))
+        add_bdf = self.rec.data["observations"]["hostdev.guest_add"]["bdf"]
+        _, seen = self.guest.wait("del", lambda e: e.bdf == add_bdf, "PCI-DEL of the VF")
+        self.rec.time("paused.guest_del_after_resume", seen)
+        self.nl.apply_vf(vf, before)
+        self.rec.put("hostdev.restored", self.pf_view(vf))
+
+    def error_codes(self) -> None:
+        pf_pci = self.vfs[0].pf_pci
+        plain = VfSettings(mac="52:54:00:d0:00:04")
+        missing = VfRef(self.pf, pf_pci, 99, PciAddress.parse("0000:3b:10.0"))
+        self.rec.put("error.missing_device", failure_of(
+            lambda: self.hostdev.attach(L2, missing, lease_alias("labd-missing"), plain, LIBVIRT_TIMEOUT_S)))  # fmt: skip
+        non_vf_pci = self.sysfs.find(NON_VF_IDS)
+        if non_vf_pci is None:
+            raise LookupError(f"L1 has no {NON_VF_IDS} NIC; run.py should give it one")
+        non_vf = VfRef(self.pf, pf_pci, 98, non_vf_pci)
+        self.rec.put("error.not_a_vf_driver_before", self.sysfs.driver(non_vf_pci))
+        self.rec.put("error.not_a_vf", failure_of(
+            lambda: self.ifhd.attach(L2, non_vf, lease_alias("labd-notvf"), plain, LIBVIRT_TIMEOUT_S)))  # fmt: skip
+        self.rec.put("error.not_a_vf_driver_after", self.sysfs.driver(non_vf_pci))
+        # Our adapter never detaches what the live XML lacks, so libvirt's own answer is asked for directly.
+        vf = self.vfs[1]
+        xml = device_xml(HotplugMode.HOSTDEV, vf_pci=vf.pci, alias=lease_alias("labd-never"), settings=plain,
+                         port_index=1)  # fmt: skip
+        conn = libvirt.open(URI)
+        try:
+            conn.lookupByName(L2).detachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            self.rec.put("error.never_attached", {"raised": None, "libvirt_code": None, "message": ""})
+        except libvirt.libvirtError as e:
+            err = translate(LibvirtFailure.of(e), action=f"detach of VF {vf.pci}", vm=L2, uri=URI)
+            self.rec.put("error.never_attached", {"raised": type(err).__name__, "libvirt_code": e.get_error_code(),
+                                                  "message": str(err)})  # fmt: skip
+        finally:
+            conn.close()
+        self.rec.put("error.aliases_after", self.live_aliases())
+
+    def finish(self) -> None:
+        self.rec.put("final.vfs", [{"pci": str(v.pci), "driver": self.sysfs.driver(v.pci)} for v in self.vfs])
+        self.rec.put("final.views", [self.pf_view(v) for v in self.vfs])
+        self.rec.put("l2.console_tail", self.vm.console().splitlines()[-40:])
+        self.vm.destroy()
+        self.ifhd.close()
+        self.hostdev.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pf", required=True, help="the igb PF's netdev")
+    parser.add_argument("--result", type=Path, required=True, help="JSON file to write")
+    parser.add_argument("--work", type=Path, required=True, help="scratch directory (L2 console log)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args.work.mkdir(parents=True, exist_ok=True)
+    rec = Recorder(args.result)
+    check = Check(args.pf, rec, args.work)
+    # The guest steps need the inner guest; the others run whatever failed before them.
+    needs_guest = {"interface_hostdev", "hostdev_paused", "error_codes"}
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("discover", check.discover),
+        ("netlink", check.netlink),
+        ("boot_l2", check.boot_l2),
+        ("interface_hostdev", check.interface_hostdev),
+        ("hostdev_paused", check.hostdev_paused),
+        ("error_codes", check.error_codes),
+        ("finish", check.finish),
+    ]
+    for name, fn in steps:
+        if name in needs_guest and not rec.data["steps"]["boot_l2"]["ok"]:
+            continue
+        with rec.step(name):
+            fn()
+
+
+if __name__ == "__main__":
+    main()

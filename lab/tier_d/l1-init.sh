@@ -36,7 +36,8 @@ ip link set lo up
 kver=$(uname -r)
 mkdir -p /lib/modules
 ln -sfn "$repo/build/lab-d/kroot/lib/modules/$kver" "/lib/modules/$kver"
-modprobe -a igb igbvf vfio-pci || { echo "l1: modprobe igb igbvf vfio-pci failed"; exit 1; }
+# e1000e drives the spare non-SR-IOV NIC (the "not a VF" error case). No udev here to load them on demand.
+modprobe -a igb igbvf vfio-pci e1000e || { echo "l1: modprobe igb igbvf vfio-pci e1000e failed"; exit 1; }
 
 # The emulated igb PF (8086:10c9): bring it up and create the VFs.
 pf_pci=
@@ -64,5 +65,6 @@ done
 echo "l1: libvirtd answers at uptime $(cut -d' ' -f1 /proc/uptime) s"
 
 cd "$repo"
-"$repo/.venv/bin/python" -m lab.tier_d.check --pf "$pf" --result "$out/result.json" --work /tmp/labd
+"$repo/.venv/bin/python" -m lab.tier_d.check --pf "$pf" --result "$out/result.json" --work "$out/l2"
 echo "l1: check exited with $?"
+cp /var/log/libvirt/qemu/labd-l2.log "$out/" 2>/dev/null

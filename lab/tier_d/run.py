@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +28,10 @@ BUILD = REPO / "build" / "lab-d"
 # Where the chroot sees this machine's root and the results directory (made by setup.sh).
 _L1ROOT = "/l1root"
 _LABOUT = "/labout"
+# L1's kernel now and then stalls early under TCG on a busy machine (RCU stall, no timer ticks, seen 1 of
+# 5 boots); its init normally starts ~7 s after QEMU. Boot again instead of waiting out the whole run.
+_INIT_DEADLINE_S = 90.0
+_BOOT_ATTEMPTS = 2
 
 
 class LabError(Exception):
@@ -51,7 +56,7 @@ def _inside(path: Path) -> str:
 
 def qemu_command(plan: L0Plan) -> list[str]:
     """The outer QEMU's argv, to run inside the trixie chroot."""
-    cmdline = f"console=ttyS0 panic=-1 quiet intel_iommu=on labd.init={plan.l1_init}"
+    cmdline = f"console=ttyS0 panic=-1 intel_iommu=on labd.init={plan.l1_init}"
     return [
         "qemu-system-x86_64",
         "-accel", "tcg,thread=multi",
@@ -131,8 +136,30 @@ class RunOutcome:
     out: Path
 
 
+def _boot_once(argv: list[str], out: Path, deadline: float) -> int | None:
+    """One boot of L1 until it powers off; its exit code, or None when its init never started."""
+    log.info("starting L1: %s", " ".join(argv))
+    started = time.monotonic()
+    with (out / "l0-qemu.log").open("w") as qlog:
+        proc = subprocess.Popen(argv, stdout=qlog, stderr=subprocess.STDOUT)
+        try:
+            while (code := proc.poll()) is None:
+                now = time.monotonic()
+                if now > deadline:
+                    raise LabError(f"L1 did not power off in time; see {out}/l1.log and l1.console.log")
+                if now - started > _INIT_DEADLINE_S and not (out / "l1.log").exists():
+                    return None
+                time.sleep(0.5)
+            return code
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 def run_nested(out: Path, timeout_s: float = 600.0) -> RunOutcome:
-    """Boots L1 once, waits for it to power off, returns what lab.tier_d.check wrote to `out`."""
+    """Boots L1 (again if it stalls before its init), waits for it to power off, returns what
+    lab.tier_d.check wrote to `out`."""
     plan = L0Plan(
         vmlinux=BUILD / "vmlinux",
         initramfs=BUILD / "l1-initramfs.cpio.gz",
@@ -143,22 +170,23 @@ def run_nested(out: Path, timeout_s: float = 600.0) -> RunOutcome:
             raise LabError(f"{needed} is missing; run lab/tier_d/setup.sh first")
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("result.json", "l1.log", "l1.console.log"):
+    for stale in ("result.json", "l1.log", "l1.console.log", "labd-l2.log"):
         (out / stale).unlink(missing_ok=True)
+    shutil.rmtree(out / "l2", ignore_errors=True)
     t0 = time.monotonic()
     with Chroot(BUILD / "trixie", out) as chroot:
         argv = ["chroot", str(chroot.root), *qemu_command(plan)]
-        log.info("starting L1: %s", " ".join(argv))
-        with (out / "l0-qemu.log").open("w") as qlog:
-            proc = subprocess.Popen(argv, stdout=qlog, stderr=subprocess.STDOUT)
-            try:
-                code = proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise LabError(
-                    f"L1 did not power off within {timeout_s:.0f} s; see {out}/l1.log and l1.console.log"
-                ) from None
+        for attempt in range(1, _BOOT_ATTEMPTS + 1):
+            code = _boot_once(argv, out, t0 + timeout_s)
+            if code is not None:
+                break
+            log.warning(
+                "L1 attempt %d: its init did not start within %.0f s; booting again",
+                attempt,
+                _INIT_DEADLINE_S,
+            )
+        else:
+            raise LabError(f"L1 never reached its init in {_BOOT_ATTEMPTS} boots; see {out}/l1.console.log")
     wall = time.monotonic() - t0
     if code != 0:
         raise LabError(f"outer QEMU exited with {code}; see {out}/l0-qemu.log")
@@ -168,7 +196,9 @@ def run_nested(out: Path, timeout_s: float = 600.0) -> RunOutcome:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=BUILD / "run", help="results directory")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds before L1 is killed")
     args = parser.parse_args()
@@ -180,8 +210,9 @@ def main() -> None:
     print(f"tier D: L1 ran {outcome.wall_s:.1f} s; results in {outcome.out}")
     if outcome.result is None:
         sys.exit(f"tier D: the check wrote no result.json; see {outcome.out}/l1.log")
-    failed = [c["name"] for c in outcome.result.get("checks", []) if not c.get("ok")]
-    print(f"tier D: {len(outcome.result.get('checks', []))} checks, failed: {failed or 'none'}")
+    steps = outcome.result.get("steps", {})
+    failed = [name for name, step in steps.items() if not step.get("ok")]
+    print(f"tier D: {len(steps)} steps in {outcome.result.get('total_s')} s, failed: {failed or 'none'}")
     sys.exit(1 if failed else 0)
 
 
