@@ -4,7 +4,7 @@ VENV    := .venv/.stamp
 PROTOC  := $(PY) -m grpc_tools.protoc
 PKGS    := nri_plugin oci_hooks host_side testbed
 
-.PHONY: demo test bench lint type proto check testbed-containerd clean
+.PHONY: demo test bench lint type proto check testbeds testbed-containerd testbed-libvirt testbed-dpdk clean
 
 $(VENV): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
@@ -13,13 +13,23 @@ $(VENV): pyproject.toml scripts/bootstrap.sh
 testbed-containerd: $(VENV)
 	bash testbed/containerd/setup.sh
 
+# Tier C: libvirtd 9.0 + QEMU 7.2 (TCG) started by hand, guest image under build/libvirt.
+testbed-libvirt: $(VENV)
+	bash testbed/libvirt/setup.sh
+
+# Debian's dpdk-testpmd (22.11) and trixie's 24.11 unpacked under build/dpdk (ring telemetry).
+testbed-dpdk: $(VENV)
+	bash testbed/dpdk/setup.sh
+
+testbeds: testbed-containerd testbed-libvirt testbed-dpdk
+
 demo: $(VENV) testbed-containerd
 	$(PY) -m tests.demo
 
-test: $(VENV) testbed-containerd
+test: $(VENV) testbeds
 	$(PY) -m pytest -q
 
-bench: $(VENV) testbed-containerd
+bench: $(VENV) testbeds
 	$(PY) -m tests.bench
 
 lint: $(VENV)

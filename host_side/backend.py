@@ -55,24 +55,40 @@ class PluggedDevice:
 
 
 class VfNetlink(Protocol):
-    def read_vf(self, vf: VfRef) -> VfSettings: ...
+    def read_vf(self, vf: VfRef) -> VfSettings:
+        """The VF's settings as its PF reports them. Raises NotFound when the PF or the VF is gone."""
+        ...
 
-    def apply_vf(self, vf: VfRef, settings: VfSettings) -> None: ...
+    def apply_vf(self, vf: VfRef, settings: VfSettings) -> None:
+        """Makes the PF hold `settings` for the VF, changing only what differs (idempotent);
+        spoofchk/trust None leave the current value. Raises InvalidRequest for a value no VF can take,
+        PreconditionFailed when the PF driver does not support a changed setting."""
+        ...
 
 
 class Hotplug(Protocol):
-    def domain_running(self, domain: str) -> bool: ...
+    def domain_running(self, domain: str) -> bool:
+        """True when the domain (libvirt name or UUID) exists and is active, running or paused."""
+        ...
 
     def attach(
         self, domain: str, vf: VfRef, alias: str, settings: VfSettings, timeout_s: float
     ) -> PluggedDevice:
-        """Plug `vf` into `domain`; returns once DEVICE_ADDED arrived (or the alias is in the live XML)."""
+        """Plug `vf` into `domain` on a free pcie-root-port; returns once DEVICE_ADDED arrived (or the alias
+        is in the live XML), with the guest PCI address read from the live XML. Idempotent: an alias
+        already plugged returns its device without a second call.
+
+        Raises PreconditionFailed (VM not running or unknown, no free root port, host without IOMMU, VF in
+        use), BackendUnavailable (libvirtd unreachable), DeadlineExceeded (no DEVICE_ADDED in time)."""
         ...
 
     def detach(self, domain: str, alias: str, timeout_s: float) -> None:
-        """Unplug; returns only when DEVICE_REMOVED arrived or the alias left the live XML.
+        """Unplug; returns only when DEVICE_REMOVED arrived or the alias left the live XML (at once when
+        the alias is not plugged or the domain no longer exists).
 
-        Raises DeadlineExceeded when the guest holds the device past the timeout (e.g. paused)."""
+        Raises DeadlineExceeded when the guest holds the device past the timeout (e.g. paused), and
+        PreconditionFailed on DEVICE_REMOVAL_FAILED (the guest refused); the device is then still
+        plugged: quarantine, never free."""
         ...
 
     def live_devices(self, domain: str) -> dict[str, PluggedDevice]:

@@ -167,10 +167,15 @@ class LibvirtHotplug:
                 port = free_root_port(live)
                 if port is None:
                     ports = len(root_ports(live))
+                    state = (
+                        f"all {ports} of its pcie-root-ports are in use"
+                        if ports
+                        else "it has no pcie-root-port"
+                    )
                     raise PreconditionFailed(
-                        f"{action}: VM {domain} has no free pcie-root-port ({ports} in use); the VM needs "
-                        "spare pcie-root-ports: add <controller type='pci' model='pcie-root-port'/> to its "
-                        "domain XML (one per hot-plugged device) and restart it"
+                        f"{action}: VM {domain} cannot take another device, {state}; the VM needs spare "
+                        "pcie-root-ports: add <controller type='pci' model='pcie-root-port'/> to its domain "
+                        "XML (one per hot-plugged device) and restart it"
                     )
                 xml = device_xml(
                     self._mode,

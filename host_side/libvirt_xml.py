@@ -77,6 +77,7 @@ def device_xml(
             ET.SubElement(vlan, "tag", id=str(settings.vlan))
     else:
         # QEMU user networking: the guest gets a NIC whose traffic goes nowhere unless the guest routes it.
+        # The VLAN is not modelled: there is no VF whose PF could tag.
         root = ET.Element("interface", type="user")
         ET.SubElement(root, "mac", address=settings.mac)
         ET.SubElement(root, "model", type=nic_model)

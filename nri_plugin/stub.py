@@ -222,7 +222,9 @@ class Stub:
         containers = [_container(c) for c in req.containers]
         fn = getattr(self._plugin, "synchronize", None)
         if callable(fn):
-            self._guarded("Synchronize", None, fn, pods, containers)
+            self._guarded(
+                "Synchronize", None, fn, pods, containers, EventContext("synchronize", started, budget)
+            )
         self.synchronized.set()
         return _nri.SynchronizeResponse()
 

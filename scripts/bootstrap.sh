@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 # libvirt-python builds against libvirt-dev; pkg-config finds it. gcc builds small test binaries.
-apt_install python3 python3-venv python3-dev gcc make pkg-config libvirt-dev
+# iproute2: the netns tests create namespaces with `ip netns` and check the kernel with `ip -j`.
+apt_install python3 python3-venv python3-dev gcc make pkg-config libvirt-dev iproute2
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv

@@ -102,14 +102,21 @@ class TestVm:
         self._conn: libvirt.virConnect | None = None
 
     def _connection(self) -> libvirt.virConnect:
-        # Reopened when broken: tests restart libvirtd under a running guest.
-        if self._conn is None or not self._conn.isAlive():
+        if self._conn is None:
             self._conn = libvirt.open(self._uri)
         return self._conn
 
     @property
     def domain(self) -> libvirt.virDomain:
-        return self._connection().lookupByName(self.name)
+        try:
+            return self._connection().lookupByName(self.name)
+        except libvirt.libvirtError as e:
+            # Tests restart libvirtd under the running guest; without an event loop this connection
+            # only notices on its next call, so reconnect once.
+            if e.get_error_domain() not in (libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE):
+                raise
+            self._conn = None
+            return self._connection().lookupByName(self.name)
 
     def start(self, boot_timeout_s: float = 60.0) -> float:
         """Boots the guest; returns the seconds from createXML to the BOOTED line."""
@@ -130,7 +137,11 @@ class TestVm:
         )
         t0 = time.monotonic()
         self._connection().createXML(xml, 0)
-        self.wait_for_console(lambda text: "BOOTED" in text, boot_timeout_s, "BOOTED")
+        try:
+            self.wait_for_console(lambda text: "BOOTED" in text, boot_timeout_s, "BOOTED")
+        except TimeoutError:
+            self.destroy()
+            raise
         boot_s = time.monotonic() - t0
         log.info("test guest %s booted in %.2f s", self.name, boot_s)
         return boot_s
@@ -157,6 +168,21 @@ class TestVm:
                     f"guest {self.name}: no {what} within {timeout_s} s; console tail:\n{tail}"
                 )
             time.sleep(0.05)
+
+    def has_device(self, bdf: str, mac: str) -> bool:
+        """The guest reported a device at `bdf` with a netdev of MAC `mac` (ever)."""
+        return any(e.kind == "add" and e.bdf == bdf and e.mac == mac for e in self.pci_events())
+
+    def lost_device(self, bdf: str) -> bool:
+        """The guest's last report about `bdf` is its removal."""
+        events = [e for e in self.pci_events() if e.bdf == bdf]
+        return bool(events) and events[-1].kind == "del"
+
+    def wait_for_device(self, bdf: str, mac: str, timeout_s: float) -> None:
+        self.wait_for_console(lambda _: self.has_device(bdf, mac), timeout_s, f"PCI-ADD {bdf} with MAC {mac}")
+
+    def wait_for_removal(self, bdf: str, timeout_s: float) -> None:
+        self.wait_for_console(lambda _: self.lost_device(bdf), timeout_s, f"PCI-DEL {bdf}")
 
     def destroy(self) -> None:
         try:

@@ -1,0 +1,1 @@
+"""vfhotplug tests."""

@@ -29,14 +29,23 @@ first=1
 while :; do
   for d in /sys/bus/pci/devices/*; do
     bdf=${d##*/}
-    [ -e "/run/seen/$bdf" ] && continue
     desc=$(describe "$d")
     set -- $desc
+    if [ -e "/run/seen/$bdf" ]; then
+      # A device unplugged and another plugged at the same address between two scans: report the
+      # old one gone once the new one has its MAC.
+      set -- $(cat "/run/seen/$bdf")
+      old_mac=$4
+      set -- $desc
+      [ "$4" = - ] || [ "$4" = "$old_mac" ] && continue
+      echo "PCI-DEL $bdf"
+      rm -f "/run/seen/$bdf"
+    fi
     # A hot-plugged NIC is reported once its driver has created the netdev, so the line carries the MAC.
     waited=$(cat "/run/seen/.$bdf" 2>/dev/null || echo 0)
     if [ "$first" = 1 ] || [ "$4" != - ] || [ "$waited" -ge 10 ]; then
       echo "PCI-ADD $bdf $desc"
-      : > "/run/seen/$bdf"
+      echo "$desc" > "/run/seen/$bdf"
       rm -f "/run/seen/.$bdf"
     else
       echo $((waited + 1)) > "/run/seen/.$bdf"

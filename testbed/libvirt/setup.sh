@@ -14,7 +14,10 @@ mkdir -p "$OUT"
 
 # The guest kernel: the version bookworm's linux-image-amd64 points at, so the script keeps working as
 # Debian moves it. Only vmlinux and the initramfs are kept; the .deb stays as the download cache.
-if [ ! -s "$OUT/vmlinux" ] || [ ! -s "$OUT/initramfs.cpio.gz" ]; then
+# The initramfs is rebuilt whenever its scripts change.
+initramfs_sum=$(cat testbed/libvirt/build_initramfs.sh testbed/libvirt/guest-init.sh | sha256sum | cut -d' ' -f1)
+if [ ! -s "$OUT/vmlinux" ] || [ ! -s "$OUT/initramfs.cpio.gz" ] \
+  || [ "$(cat "$OUT/initramfs.sum" 2>/dev/null)" != "$initramfs_sum" ]; then
   kroot=$(mktemp -d "$OUT/kroot.XXXXXX")
   trap 'rm -rf "$kroot"' EXIT
   kver=$(bash testbed/libvirt/kernel.sh "$kroot")
@@ -23,6 +26,7 @@ if [ ! -s "$OUT/vmlinux" ] || [ ! -s "$OUT/initramfs.cpio.gz" ]; then
   python3 testbed/libvirt/extract_vmlinux.py "$kroot/boot/vmlinuz-$kver" "$OUT/vmlinux.tmp"
   mv "$OUT/vmlinux.tmp" "$OUT/vmlinux"
   bash testbed/libvirt/build_initramfs.sh "$kroot" "$kver" "$OUT/initramfs.cpio.gz"
+  echo "$initramfs_sum" > "$OUT/initramfs.sum"
 fi
 
 bash testbed/libvirt/start.sh

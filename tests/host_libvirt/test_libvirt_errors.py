@@ -7,12 +7,14 @@ import pytest
 
 from host_side.errors import (
     BackendUnavailable,
+    ConfigError,
     DeadlineExceeded,
     HostSideError,
     NotFound,
     PreconditionFailed,
 )
 from host_side.libvirt_errors import LibvirtFailure, translate
+from host_side.libvirt_hotplug import LibvirtHotplug
 
 
 def _libvirt_error(code: int, domain: int, message: str) -> libvirt.libvirtError:
@@ -120,3 +122,10 @@ def test_failure_of_an_error_without_details_keeps_the_default_message() -> None
     failure = LibvirtFailure.of(err)
     assert failure == LibvirtFailure(code=0, domain=0, message="virDomainAttachDeviceFlags() failed")
     assert type(translate(failure, action="attach", vm=None, uri="qemu:///system")) is HostSideError
+
+
+def test_unknown_mode_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="use one of: interface-hostdev, hostdev, emulated-nic"):
+        LibvirtHotplug("qemu:///system", mode="vfio")
+    with pytest.raises(ConfigError, match="e1000e, virtio"):
+        LibvirtHotplug("qemu:///system", mode="emulated-nic", nic_model="rtl8139")

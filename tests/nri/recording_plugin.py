@@ -45,7 +45,7 @@ class RecordingNriPlugin:
             self.record_file = Path(config.strip())
         self._record(event="configure", runtime=runtime_name, version=runtime_version)
 
-    def synchronize(self, pods: list[PodInfo], containers: list[ContainerInfo]) -> None:
+    def synchronize(self, pods: list[PodInfo], containers: list[ContainerInfo], ctx: EventContext) -> None:
         self._record(
             event="synchronize", pods={p.uid: p.netns for p in pods}, containers=[c.id for c in containers]
         )

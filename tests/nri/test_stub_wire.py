@@ -32,7 +32,7 @@ class RecordingPlugin:
     def configure(self, config: str, runtime_name: str, runtime_version: str) -> None:
         self.config = config
 
-    def synchronize(self, pods: list[PodInfo], containers: list[ContainerInfo]) -> None:
+    def synchronize(self, pods: list[PodInfo], containers: list[ContainerInfo], ctx: EventContext) -> None:
         self.synced.append(pods)
 
     def run_pod_sandbox(self, pod: PodInfo, ctx: EventContext) -> None:

@@ -1,0 +1,394 @@
+"""Durable leases: one SQLite row per VF holding its state and, while leased, who holds it and why.
+
+States: free -> reserved -> attaching -> attached (pod | warm) -> detaching -> free, plus quarantined.
+Every transition is committed (WAL, synchronous=FULL) before the caller performs the side effect it
+announces, so after a crash the state tells what may have happened:
+  reserved     nothing touched yet
+  attaching    VF settings and the hot-plug may have happened (original settings are saved)
+  attached     the device is in the guest
+  detaching    the unplug may have happened
+  quarantined  the outcome is unknown (timeout); only an admin or a reconcile that sees the truth frees it
+Answers of calls are stored by (VM, request id), so a retry gets the same answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import grpc
+
+from host_side.backend import VfRef, VfSettings
+from host_side.errors import HostSideError
+from host_side.inventory import VfInfo
+from host_side.pci import PciAddress
+from host_side.policy import Candidate
+
+log = logging.getLogger(__name__)
+
+STATES = ("free", "reserved", "attaching", "attached", "detaching", "quarantined")
+HELD = ("reserved", "attaching", "attached", "detaching", "quarantined")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS vfs (
+  pci TEXT PRIMARY KEY,
+  pool TEXT NOT NULL, pf TEXT NOT NULL, pf_pci TEXT NOT NULL, idx INTEGER NOT NULL,
+  numa INTEGER, iommu_group INTEGER, iommu_group_size INTEGER NOT NULL,
+  present INTEGER NOT NULL DEFAULT 1,
+  state TEXT NOT NULL DEFAULT 'free',
+  lease_id TEXT UNIQUE, vm TEXT, domain TEXT, pod_uid TEXT, pod_name TEXT,
+  request_id TEXT, request_index INTEGER, guest_pci TEXT,
+  desired TEXT, original TEXT, reason TEXT, since REAL
+);
+CREATE INDEX IF NOT EXISTS vfs_pool_state ON vfs (pool, state, pf, idx);
+CREATE INDEX IF NOT EXISTS vfs_vm ON vfs (vm, pod_uid);
+CREATE INDEX IF NOT EXISTS vfs_held ON vfs (state) WHERE state != 'free';
+CREATE TABLE IF NOT EXISTS answers (
+  vm TEXT NOT NULL, request_id TEXT NOT NULL, kind TEXT NOT NULL, answer TEXT NOT NULL, created REAL NOT NULL,
+  PRIMARY KEY (vm, request_id)
+);
+"""
+
+CRASH_ENV = "VFHOTPLUG_CRASH_AFTER"
+
+
+class StaleLease(HostSideError):
+    """A lease was not in the state a transition expected (another call moved it first)."""
+
+    status = grpc.StatusCode.ABORTED
+
+
+@dataclass(frozen=True)
+class Lease:
+    lease_id: str
+    state: str
+    pool: str
+    vf: VfRef
+    numa: int | None
+    vm: str
+    domain: str
+    pod_uid: str | None  # None: a warm spare
+    pod_name: str | None
+    request_id: str | None
+    request_index: int
+    guest_pci: PciAddress | None
+    desired: VfSettings
+    original: VfSettings | None
+    reason: str | None
+    since: float
+
+
+@dataclass(frozen=True)
+class Reservation:
+    pci: PciAddress
+    lease_id: str
+    vm: str
+    domain: str
+    pod_uid: str | None
+    pod_name: str | None
+    request_id: str | None
+    request_index: int
+    desired: VfSettings
+
+
+def _settings(text: str | None) -> VfSettings | None:
+    return None if text is None else VfSettings(**json.loads(text))
+
+
+def _lease(row: sqlite3.Row) -> Lease:
+    desired = _settings(row["desired"])
+    assert desired is not None
+    return Lease(
+        lease_id=row["lease_id"],
+        state=row["state"],
+        pool=row["pool"],
+        vf=VfRef(row["pf"], PciAddress.parse(row["pf_pci"]), row["idx"], PciAddress.parse(row["pci"])),
+        numa=row["numa"],
+        vm=row["vm"],
+        domain=row["domain"],
+        pod_uid=row["pod_uid"],
+        pod_name=row["pod_name"],
+        request_id=row["request_id"],
+        request_index=row["request_index"],
+        guest_pci=PciAddress.parse(row["guest_pci"]) if row["guest_pci"] else None,
+        desired=desired,
+        original=_settings(row["original"]),
+        reason=row["reason"],
+        since=row["since"],
+    )
+
+
+class LeaseStore:
+    """The SQLite lease table under `state_dir`. Thread-safe; each method is one transaction.
+
+    `crash_after` (tests only, from VFHOTPLUG_CRASH_AFTER): the process kills itself with SIGKILL right
+    after committing a transition into that state ("reserved" ... "free", "claimed", "answered")."""
+
+    def __init__(self, path: Path, *, crash_after: str | None = None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+        self._crash_after = crash_after
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _committed(self, state: str) -> None:
+        if self._crash_after == state:
+            log.warning("test crash hook: SIGKILL to self right after committing %s", state)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def sync_inventory(self, vfs: Sequence[VfInfo]) -> None:
+        """Adds new VFs as free, updates what sysfs says about known ones, and marks vanished ones.
+
+        A vanished VF that is free is dropped; a held one stays (reconcile decides about its lease)."""
+        now_present = {str(v.ref.pci) for v in vfs}
+        with self._tx() as db:
+            for v in vfs:
+                db.execute(
+                    "INSERT INTO vfs (pci, pool, pf, pf_pci, idx, numa, iommu_group, iommu_group_size,"
+                    " present) VALUES (?,?,?,?,?,?,?,?,1) ON CONFLICT (pci) DO UPDATE SET"
+                    " pool=excluded.pool, pf=excluded.pf, pf_pci=excluded.pf_pci, idx=excluded.idx,"
+                    " numa=excluded.numa, iommu_group=excluded.iommu_group,"
+                    " iommu_group_size=excluded.iommu_group_size, present=1",
+                    (
+                        str(v.ref.pci),
+                        v.pool,
+                        v.ref.pf,
+                        str(v.ref.pf_pci),
+                        v.ref.index,
+                        v.numa,
+                        v.iommu_group,
+                        v.iommu_group_size,
+                    ),
+                )
+            for row in db.execute("SELECT pci, state FROM vfs").fetchall():
+                if row["pci"] in now_present:
+                    continue
+                if row["state"] == "free":
+                    db.execute("DELETE FROM vfs WHERE pci=?", (row["pci"],))
+                else:
+                    db.execute("UPDATE vfs SET present=0 WHERE pci=?", (row["pci"],))
+
+    def candidates(self, pool: str, per_pf: int, numa: int | None = None) -> list[Candidate]:
+        """The `per_pf` lowest-index usable free VFs of each PF of the pool, each with its PF's free count.
+
+        Counting runs on the (pool, state, pf, idx) index and each PF's list is an index range with a
+        LIMIT, so a call costs about the same with 64 or 4096 VFs in the pool."""
+        usable = "pool=? AND state='free' AND present=1 AND iommu_group_size<=1 AND (? IS NULL OR numa=?)"
+        out: list[Candidate] = []
+        with self._lock:
+            counts = self._db.execute(
+                f"SELECT pf, COUNT(*) FROM vfs WHERE {usable} GROUP BY pf", (pool, numa, numa)
+            ).fetchall()
+            for pf, free in counts:
+                rows = self._db.execute(
+                    "SELECT pci, idx, numa, iommu_group, iommu_group_size FROM vfs"
+                    f" WHERE {usable} AND pf=? ORDER BY idx LIMIT ?",
+                    (pool, numa, numa, pf, per_pf),
+                ).fetchall()
+                out.extend(
+                    Candidate(PciAddress.parse(r[0]), pf, r[1], r[2], r[3], r[4], "free", free) for r in rows
+                )
+        return out
+
+    def reserve(self, picks: Sequence[Reservation]) -> list[Lease]:
+        """Commits all `picks` reserved, or none (StaleLease when one is no longer free)."""
+        now = time.time()
+        with self._tx() as db:
+            for p in picks:
+                cur = db.execute(
+                    "UPDATE vfs SET state='reserved', lease_id=?, vm=?, domain=?, pod_uid=?, pod_name=?,"
+                    " request_id=?, request_index=?, guest_pci=NULL, desired=?, original=NULL, reason=NULL,"
+                    " since=? WHERE pci=? AND state='free' AND present=1",
+                    (
+                        p.lease_id,
+                        p.vm,
+                        p.domain,
+                        p.pod_uid,
+                        p.pod_name,
+                        p.request_id,
+                        p.request_index,
+                        json.dumps(asdict(p.desired)),
+                        now,
+                        str(p.pci),
+                    ),
+                )
+                if cur.rowcount != 1:
+                    raise StaleLease(f"VF {p.pci} is no longer free; retry the call")
+            leases = [self._get(db, p.lease_id) for p in picks]
+        self._committed("reserved")
+        return leases
+
+    def _get(self, db: sqlite3.Connection, lease_id: str) -> Lease:
+        row = db.execute("SELECT * FROM vfs WHERE lease_id=?", (lease_id,)).fetchone()
+        if row is None:
+            raise StaleLease(f"lease {lease_id} does not exist (any more)")
+        return _lease(row)
+
+    def get(self, lease_id: str) -> Lease | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM vfs WHERE lease_id=?", (lease_id,)).fetchone()
+        return None if row is None else _lease(row)
+
+    def move(
+        self,
+        lease: Lease,
+        to: str,
+        *,
+        guest_pci: PciAddress | None = None,
+        original: VfSettings | None = None,
+        reason: str | None = None,
+    ) -> Lease:
+        """Commits `lease` from the state it was read in to `to` (StaleLease if it moved meanwhile)."""
+        assert to in HELD, to
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE vfs SET state=?, guest_pci=COALESCE(?, guest_pci), original=COALESCE(?, original),"
+                " reason=?, since=? WHERE lease_id=? AND state=?",
+                (
+                    to,
+                    str(guest_pci) if guest_pci else None,
+                    json.dumps(asdict(original)) if original else None,
+                    reason,
+                    time.time(),
+                    lease.lease_id,
+                    lease.state,
+                ),
+            )
+            if cur.rowcount != 1:
+                raise StaleLease(f"lease {lease.lease_id} left state {lease.state} meanwhile; retry the call")
+            out = self._get(db, lease.lease_id)
+        log.debug("lease %s (VF %s, VM %s) %s -> %s", lease.lease_id, lease.vf.pci, lease.vm, lease.state, to)
+        self._committed(to)
+        return out
+
+    def free(self, lease: Lease) -> None:
+        """Ends the lease: the VF is free again (or dropped when sysfs no longer has it)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE vfs SET state='free', lease_id=NULL, vm=NULL, domain=NULL, pod_uid=NULL,"
+                " pod_name=NULL, request_id=NULL, request_index=NULL, guest_pci=NULL, desired=NULL,"
+                " original=NULL, reason=NULL, since=? WHERE lease_id=? AND state=?",
+                (time.time(), lease.lease_id, lease.state),
+            )
+            if cur.rowcount != 1:
+                raise StaleLease(f"lease {lease.lease_id} left state {lease.state} meanwhile")
+            db.execute("DELETE FROM vfs WHERE pci=? AND present=0", (str(lease.vf.pci),))
+        log.debug("lease %s ended; VF %s free", lease.lease_id, lease.vf.pci)
+        self._committed("free")
+
+    def claim_warm(
+        self,
+        lease: Lease,
+        pod_uid: str,
+        pod_name: str,
+        request_id: str,
+        request_index: int,
+        desired: VfSettings,
+    ) -> Lease | None:
+        """Gives a warm spare to a pod in one transaction; None if someone else took it first."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE vfs SET pod_uid=?, pod_name=?, request_id=?, request_index=?, desired=?, since=?"
+                " WHERE lease_id=? AND state='attached' AND pod_uid IS NULL",
+                (
+                    pod_uid,
+                    pod_name,
+                    request_id,
+                    request_index,
+                    json.dumps(asdict(desired)),
+                    time.time(),
+                    lease.lease_id,
+                ),
+            )
+            out = self._get(db, lease.lease_id) if cur.rowcount == 1 else None
+        if out is not None:
+            self._committed("claimed")
+        return out
+
+    def unclaim(self, spare: Lease) -> None:
+        """Turns a claimed spare back into the warm one it was (rollback of a failed Attach)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE vfs SET pod_uid=NULL, pod_name=NULL, request_id=NULL, desired=?, since=?"
+                " WHERE lease_id=?",
+                (json.dumps(asdict(spare.desired)), time.time(), spare.lease_id),
+            )
+
+    def leases(
+        self,
+        *,
+        vm: str | None = None,
+        pod_uid: str | None = None,
+        request_id: str | None = None,
+        states: Sequence[str] = HELD,
+    ) -> list[Lease]:
+        sql = f"SELECT * FROM vfs WHERE state IN ({','.join('?' * len(states))})"
+        args: list[object] = list(states)
+        for col, val in (("vm", vm), ("pod_uid", pod_uid), ("request_id", request_id)):
+            if val is not None:
+                sql += f" AND {col}=?"
+                args.append(val)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY pci", args).fetchall()
+        return [_lease(r) for r in rows]
+
+    def counts(self) -> Counter[tuple[str, str]]:
+        """VFs per (pool, state); warm spares are counted as state 'warm'."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT pool, CASE WHEN state='attached' AND pod_uid IS NULL THEN 'warm' ELSE state END s,"
+                " COUNT(*) FROM vfs GROUP BY pool, s"
+            ).fetchall()
+        return Counter({(r[0], r[1]): r[2] for r in rows})
+
+    def used_macs(self) -> set[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT desired FROM vfs WHERE state != 'free'").fetchall()
+        return {json.loads(r[0])["mac"] for r in rows}
+
+    def answer(self, vm: str, request_id: str) -> tuple[str, str] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT kind, answer FROM answers WHERE vm=? AND request_id=?", (vm, request_id)
+            ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def save_answer(self, vm: str, request_id: str, kind: str, answer: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO answers (vm, request_id, kind, answer, created) VALUES (?,?,?,?,?)",
+                (vm, request_id, kind, answer, time.time()),
+            )
+        self._committed("answered")
+
+    def prune_answers(self, older_than_s: float) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM answers WHERE created < ?", (time.time() - older_than_s,))

@@ -1,0 +1,176 @@
+"""The side effects of one lease: VF settings and hot-plug in, hot-plug out and settings back.
+
+Each step commits the lease's next state before doing what the state announces (leases.py), and a step
+whose outcome is unknown (a timeout) quarantines the VF instead of freeing it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from host_side.backend import Hotplug, VfNetlink, lease_alias
+from host_side.config import Timeouts
+from host_side.errors import DeadlineExceeded, HostSideError, NotFound, PreconditionFailed
+from host_side.leases import Lease, LeaseStore
+
+log = logging.getLogger(__name__)
+
+Observe = Callable[[str, float], None]
+ATTACH_TIMEOUT = "attach timed out"  # how a quarantine reason starts when an attach timed out
+
+
+def remaining(deadline: float, what: str) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DeadlineExceeded(f"{what}: the call's deadline passed; everything taken is given back")
+    return left
+
+
+class Plugger:
+    """Drives leases through their side effects; shared by the API calls, the warm pool and reconcile.
+
+    `alloc` is held while VFs change owner (choose + reserve) and while reconcile settles leases;
+    leases a call is working on are marked busy so reconcile keeps off them."""
+
+    def __init__(
+        self,
+        timeouts: Timeouts,
+        store: LeaseStore,
+        hotplug: Hotplug,
+        netlink: VfNetlink,
+        observe: Observe | None = None,
+    ) -> None:
+        self._timeouts = timeouts
+        self._store = store
+        self._hotplug = hotplug
+        self._netlink = netlink
+        self._observe = observe or (lambda phase, seconds: None)
+        self.alloc = threading.Lock()
+        self._busy_lock = threading.Lock()
+        self._busy: Counter[str] = Counter()
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self._observe(name, time.monotonic() - t0)
+
+    def mark(self, leases: Sequence[Lease]) -> None:
+        with self._busy_lock:
+            self._busy.update(le.lease_id for le in leases)
+
+    def unmark(self, leases: Sequence[Lease]) -> None:
+        with self._busy_lock:
+            self._busy.subtract(le.lease_id for le in leases)
+            self._busy = +self._busy  # drop the zeros
+
+    def is_busy(self, lease_id: str) -> bool:
+        with self._busy_lock:
+            return self._busy[lease_id] > 0
+
+    def give_back_claims(self, claimed: Sequence[tuple[Lease, Lease]]) -> None:
+        """Spares claimed by a failed call become spares again, with their own settings back."""
+        for spare, _ in claimed:
+            self._store.unclaim(spare)
+            try:
+                self._netlink.apply_vf(spare.vf, spare.desired)
+            except HostSideError as e:
+                current = self._store.get(spare.lease_id)
+                if current is not None:
+                    self.quarantine(current, f"restoring spare settings failed: {e}")
+                continue
+            log.info(
+                "spare VF %s (lease %s) back to VM %s's warm pool", spare.vf.pci, spare.lease_id, spare.vm
+            )
+
+    def plug(self, lease: Lease, deadline: float) -> Lease:
+        """reserved -> attaching -> attached. On failure the lease is freed or quarantined, and re-raised."""
+        what = f"VF {lease.vf.pci} for pod {lease.pod_uid} on VM {lease.vm}"
+        with self.phase("netlink"):
+            original = self._netlink.read_vf(lease.vf)
+        lease = self._store.move(lease, "attaching", original=original)
+        try:
+            with self.phase("netlink"):
+                self._netlink.apply_vf(lease.vf, lease.desired)
+            timeout = min(self._timeouts.attach_s, remaining(deadline, what))
+            with self.phase("hotplug"):
+                dev = self._hotplug.attach(
+                    lease.domain, lease.vf, lease_alias(lease.lease_id), lease.desired, timeout
+                )
+        except DeadlineExceeded as e:
+            # The device may still show up in the guest: never hand this VF out on a guess.
+            self.quarantine(lease, f"{ATTACH_TIMEOUT}: {e}")
+            raise
+        except BaseException:
+            self.restore_and_free(lease)
+            raise
+        return self._store.move(lease, "attached", guest_pci=dev.guest_pci)
+
+    def quarantine(self, lease: Lease, reason: str) -> None:
+        """Keeps the VF out of use until an admin or a reconcile that sees the truth frees it."""
+        self._store.move(lease, "quarantined", reason=reason)
+        log.error(
+            "VF %s (lease %s, pod %s, VM %s) quarantined: %s",
+            lease.vf.pci,
+            lease.lease_id,
+            lease.pod_uid,
+            lease.vm,
+            reason,
+        )
+
+    def restore_and_free(self, lease: Lease) -> bool:
+        """Puts the VF's original settings back and frees it; quarantines it when that fails."""
+        if lease.original is not None:
+            try:
+                with self.phase("netlink"):
+                    self._netlink.apply_vf(lease.vf, lease.original)
+            except HostSideError as e:
+                self.quarantine(lease, f"restoring VF settings failed: {e}")
+                return False
+        self._store.free(lease)
+        return True
+
+    def undo_marked(self, lease: Lease, timeout_s: float) -> bool:
+        """_undo for an API call: reconcile keeps off the lease meanwhile."""
+        with self.alloc:
+            self.mark([lease])
+        try:
+            return self.undo(lease, timeout_s)
+        finally:
+            self.unmark([lease])
+
+    def undo(self, lease: Lease, timeout_s: float | None = None) -> bool:
+        """Takes a lease back in whatever state it is; True when the VF is free again."""
+        if lease.state == "reserved":
+            self._store.free(lease)  # nothing was touched yet
+            return True
+        return self.unplug(lease, timeout_s)
+
+    def unplug(self, lease: Lease, timeout_s: float | None = None) -> bool:
+        """-> detaching -> (device gone, settings restored) free; a timeout quarantines. True when freed."""
+        if lease.state != "detaching":
+            lease = self._store.move(lease, "detaching", reason=lease.reason)
+        alias = lease_alias(lease.lease_id)
+        timeout = timeout_s if timeout_s is not None else self._timeouts.detach_s
+        try:
+            with self.phase("hotplug"):
+                self._hotplug.detach(lease.domain, alias, timeout)
+        except DeadlineExceeded as e:
+            self.quarantine(lease, f"detach timed out, the guest still holds it: {e}")
+            return False
+        except NotFound:
+            log.info("lease %s: libvirt no longer has %s in %s", lease.lease_id, alias, lease.domain)
+        except PreconditionFailed:
+            if self._hotplug.domain_running(lease.domain):
+                raise
+            log.info(
+                "VM %s is not running; VF %s (lease %s) left with it", lease.vm, lease.vf.pci, lease.lease_id
+            )
+        return self.restore_and_free(lease)

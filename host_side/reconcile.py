@@ -1,0 +1,124 @@
+"""Reconciliation: the leases against what libvirt and sysfs say, at start-up and periodically.
+
+Nothing is freed on a guess: a lease is freed only when libvirt confirms its device is not in the domain
+(or the domain is not running); when libvirt cannot be asked, nothing changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from host_side.backend import Hotplug, PluggedDevice, VfNetlink, lease_alias
+from host_side.config import HostConfig
+from host_side.errors import BackendUnavailable, HostSideError
+from host_side.inventory import SysfsInventory
+from host_side.leases import Lease, LeaseStore, StaleLease
+from host_side.plugging import ATTACH_TIMEOUT, Plugger
+
+log = logging.getLogger(__name__)
+
+# Stored answers outlive any retry of the VM side (its journal retries within minutes).
+_ANSWER_KEEP_S = 86400.0
+
+
+class Reconciler:
+    def __init__(
+        self,
+        cfg: HostConfig,
+        inventory: SysfsInventory,
+        store: LeaseStore,
+        hotplug: Hotplug,
+        netlink: VfNetlink,
+        plugger: Plugger,
+    ) -> None:
+        self._cfg = cfg
+        self._inventory = inventory
+        self._store = store
+        self._hotplug = hotplug
+        self._netlink = netlink
+        self._plugger = plugger
+
+    def rescan(self) -> bool:
+        """Re-reads sysfs when VF counts or drivers changed; True when the inventory was updated."""
+        inv = self._inventory.scan_if_changed()
+        if inv is None:
+            return False
+        self._store.sync_inventory(inv.vfs)
+        log.info("inventory: %d VF(s) in %d pool(s)", len(inv.vfs), len(self._cfg.pools))
+        return True
+
+    def run(self, *, startup: bool = False) -> None:
+        """Compares each domain's live devices with the leases and settles every lease in flight.
+
+        Leases of a running domain: alias present -> attached (adopt or keep), absent -> settings restored and
+        freed. A domain libvirt reports as not running holds no devices: its leases are freed. When libvirt
+        cannot be asked, nothing changes. Our aliases without a lease are unplugged."""
+        self.rescan()
+        self._store.prune_answers(_ANSWER_KEEP_S)
+        leases = self._store.leases()
+        domains = {vm.domain for vm in self._cfg.vms.values()} | {le.domain for le in leases}
+        for domain in sorted(domains):
+            mine = [le for le in leases if le.domain == domain]
+            try:
+                running = self._hotplug.domain_running(domain)
+                live = self._hotplug.live_devices(domain) if running else {}
+            except BackendUnavailable as e:
+                log.warning("reconcile: domain %s skipped, libvirt unavailable: %s", domain, e)
+                continue
+            with self._plugger.alloc:  # no allocation interleaves with the check of this domain
+                for le in mine:
+                    current = self._store.get(le.lease_id)
+                    if current is None or current.state != le.state or self._plugger.is_busy(le.lease_id):
+                        continue  # a call is working on it
+                    try:
+                        self._settle(current, live.get(lease_alias(le.lease_id)), running, startup)
+                    except StaleLease:
+                        continue
+                    except HostSideError as e:
+                        log.warning(
+                            "reconcile: lease %s (VF %s) left %s: %s", le.lease_id, le.vf.pci, le.state, e
+                        )
+            known = {lease_alias(le.lease_id) for le in self._store.leases()}
+            for alias in sorted(set(live) - known):
+                log.warning("reconcile: domain %s holds %s without a lease; unplugging it", domain, alias)
+                try:
+                    self._hotplug.detach(domain, alias, self._cfg.timeouts.detach_s)
+                except HostSideError as e:
+                    log.warning("reconcile: could not unplug %s from %s: %s", alias, domain, e)
+
+    def _settle(self, le: Lease, dev: PluggedDevice | None, running: bool, startup: bool) -> None:
+        if le.state == "reserved":
+            self._store.free(le)
+            log.info("reconcile: lease %s (VF %s) was only reserved; freed", le.lease_id, le.vf.pci)
+        elif dev is not None and le.state in ("attaching", "attached"):
+            if le.state == "attaching" or le.guest_pci is None:
+                self._store.move(le, "attached", guest_pci=dev.guest_pci)
+                log.info(
+                    "reconcile: adopted lease %s (VF %s in %s at %s)",
+                    le.lease_id,
+                    le.vf.pci,
+                    le.domain,
+                    dev.guest_pci,
+                )
+            if startup:
+                self._netlink.apply_vf(le.vf, le.desired)  # a crash may have come between claim and settings
+        elif dev is not None:  # detaching, or quarantined while the guest still holds it: unplug again
+            self._plugger.unplug(le)
+        elif (
+            running
+            and le.state == "quarantined"
+            and (le.reason or "").startswith(ATTACH_TIMEOUT)
+            and time.time() - le.since <= self._cfg.timeouts.attach_s
+        ):
+            pass  # a timed-out attach may still complete; wait one attach timeout before believing it
+        else:
+            log.info(
+                "reconcile: lease %s (VF %s, pod %s, state %s) has no device in %s; freeing it",
+                le.lease_id,
+                le.vf.pci,
+                le.pod_uid,
+                le.state,
+                le.domain,
+            )
+            self._plugger.restore_and_free(le)

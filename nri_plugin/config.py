@@ -1,0 +1,127 @@
+"""The plugin's config (strict TOML): unknown keys and bad values are errors that name the key.
+
+It comes from a file (`vfhotplug-nri --config F`) or, for a pre-registered plugin, as the text containerd
+hands over in Configure (from /etc/nri/conf.d/NN-vfhotplug.conf).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from host_side.errors import ConfigError
+from host_side.toml_table import REQUIRED, TomlTable, parse_toml
+from nri_plugin.demand import DemandDefaults, Mode
+from nri_plugin.lifecycle import LifecycleConfig
+
+DEFAULT_PATH = Path("/etc/vfhotplug/nri.toml")
+
+
+@dataclass(frozen=True)
+class NriConfig:
+    name: str = "vfhotplug"
+    index: str = "10"
+    socket: str = "/var/run/nri/nri.sock"
+    budget_warn_share: float = 0.5
+
+
+@dataclass(frozen=True)
+class HostEndpoint:
+    target: str  # host:port of the host service (mTLS)
+    ca: Path
+    cert: Path
+    key: Path
+    server_name: str | None = None
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    nri: NriConfig
+    host: HostEndpoint
+    lifecycle: LifecycleConfig
+    state_dir: Path
+    sysfs_root: Path
+    log_level: str = "INFO"
+
+
+def parse(text: str, path: Path) -> PluginConfig:
+    top = TomlTable(parse_toml(text, path), "", path)
+    log_level = top.text("log_level", "INFO")
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise top.error("log_level", f"{log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
+
+    nt = top.table("nri") or TomlTable({}, "nri", path)
+    nri = NriConfig(
+        name=nt.text("name", "vfhotplug"),
+        index=nt.text("index", "10"),
+        socket=nt.text("socket", "/var/run/nri/nri.sock"),
+        budget_warn_share=nt.number("budget_warn_share", 0.5, 0.05, 1.0),
+    )
+    if len(nri.index) != 2 or not nri.index.isdigit():
+        raise nt.error("index", f"{nri.index!r} must be exactly two digits, e.g. '10'")
+    nt.finish()
+
+    ht = top.table("host", required=True)
+    assert ht is not None
+    ca, cert, key = ht.path("ca", REQUIRED), ht.path("cert", REQUIRED), ht.path("key", REQUIRED)
+    assert ca is not None and cert is not None and key is not None
+    host = HostEndpoint(
+        target=ht.text("target", REQUIRED),
+        ca=ca,
+        cert=cert,
+        key=key,
+        server_name=ht.text("server_name"),
+        timeout_s=ht.seconds("timeout_s", 10.0),
+    )
+    ht.finish()
+
+    pt = top.table("pods") or TomlTable({}, "pods", path)
+    mode_text = pt.text("default_mode", "kernel")
+    try:
+        mode = Mode(mode_text)
+    except ValueError:
+        raise pt.error(
+            "default_mode", f"{mode_text!r} is not one of {', '.join(m.value for m in Mode)}"
+        ) from None
+    pools = pt.strings("pools", None)
+    mtu = pt.integer("mtu", None, 68, 65535)
+    defaults = DemandDefaults(
+        pool=pt.text("default_pool", "default"),
+        mode=mode,
+        max_vfs_per_pod=pt.integer("max_vfs_per_pod", 8, 1, 64),
+        mtu=mtu,
+        pools=frozenset(pools) if pools is not None else None,
+    )
+    run_dir = pt.path("run_dir", "/run/vfhotplug/pods")
+    state_dir = pt.path("state_dir", "/var/lib/vfhotplug")
+    assert run_dir is not None and state_dir is not None
+    lifecycle = LifecycleConfig(
+        defaults=defaults,
+        run_dir=run_dir,
+        margin_s=pt.seconds("deadline_margin_s", 0.4),
+        host_timeout_s=host.timeout_s,
+        hugepages_source=pt.text("hugepages", "/dev/hugepages"),
+    )
+    sysfs_root = pt.path("sysfs_root", "/sys")
+    assert sysfs_root is not None
+    pt.finish()
+    top.finish()
+    return PluginConfig(
+        nri=nri,
+        host=host,
+        lifecycle=lifecycle,
+        state_dir=state_dir,
+        sysfs_root=sysfs_root,
+        log_level=log_level,
+    )
+
+
+def load(path: Path) -> PluginConfig:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(
+            f"cannot read config {path}: {e.strerror}; pass --config with a readable file"
+        ) from e
+    return parse(text, path)

@@ -1,0 +1,54 @@
+"""The NRI handlers of vfhotplug: thin translations from NRI events to the pod lifecycle.
+
+Decisions live in PodLifecycle (shared with the OCI hooks); this module only picks what each event carries
+and maps the lifecycle's errors to NRI failures (the stub turns an exception into an error status that
+names the pod, and for RunPodSandbox that fails the pod).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from nri_plugin.demand import ANNOTATION
+from nri_plugin.lifecycle import PodLifecycle
+from nri_plugin.nri_types import ContainerAdjustment, ContainerInfo, PodInfo
+from nri_plugin.stub import EventContext
+
+log = logging.getLogger(__name__)
+
+
+class VfPlugin:
+    def __init__(self, lifecycle: PodLifecycle) -> None:
+        self.lifecycle = lifecycle
+
+    def synchronize(self, pods: list[PodInfo], containers: list[ContainerInfo], ctx: EventContext) -> None:
+        """After (re)connecting: finish or undo half-done pods, release vanished ones, sync the host.
+
+        Host calls are cut short at the runtime's deadline; what they leave owed goes to the journal."""
+        report = self.lifecycle.reconcile({p.uid: p.netns or "" for p in pods}, deadline=ctx.deadline)
+        log.info(
+            "synchronized with %d pods: kept %d, undone %d, releases owed %d, host synced %s",
+            len(pods),
+            len(report.kept),
+            len(report.undone),
+            report.owed,
+            report.synced,
+        )
+
+    def run_pod_sandbox(self, pod: PodInfo, ctx: EventContext) -> None:
+        if ANNOTATION not in pod.annotations:
+            return  # no demand: no host call, no file, nothing to cache
+        self.lifecycle.prepare(
+            pod.uid, f"{pod.namespace}/{pod.name}", pod.netns or "", pod.annotations, ctx.deadline
+        )
+
+    def create_container(
+        self, pod: PodInfo, container: ContainerInfo, ctx: EventContext
+    ) -> ContainerAdjustment | None:
+        return self.lifecycle.adjustment(pod.uid)
+
+    def stop_pod_sandbox(self, pod: PodInfo, ctx: EventContext) -> None:
+        self.lifecycle.release(pod.uid, ctx.deadline)
+
+    def remove_pod_sandbox(self, pod: PodInfo, ctx: EventContext) -> None:
+        self.lifecycle.release(pod.uid, ctx.deadline)

@@ -1,0 +1,140 @@
+"""Data-path figures for ``make bench``: per-pod VPP programming time against the VPP API stand-in, one
+health poll of a real testpmd, and the memif packet rate between two testpmd through the pod's wiring."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from host_side.pci import PciAddress
+from nri_plugin.dpdk_env import DpdkEnvs
+from nri_plugin.dpdk_health import HealthMonitor, Telemetry
+from nri_plugin.vpp_pod import VppPods, memif_wiring
+from tests.datapath import testpmd
+from tests.datapath.conftest import make_vpp
+from tests.vpp_standin.server import VppStandin
+
+PODS = 100
+POLLS = 50
+RATE_WINDOW_S = 3.0
+
+
+def bench_vpp_programming(tmp: Path) -> None:
+    vfs = [PciAddress.parse("0000:3b:02.1"), PciAddress.parse("0000:3b:02.2")]
+    with VppStandin(tmp / "api.sock"):
+        vpp = make_vpp(tmp / "api.sock")
+        pods = VppPods(vpp, tmp / "memif")
+        program, undo = [], []
+        for n in range(PODS):
+            uid = f"bench-{n:04d}"
+            t0 = time.perf_counter()
+            rec = pods.program(uid, vfs)
+            t1 = time.perf_counter()
+            pods.undo(rec)
+            undo.append(time.perf_counter() - t1)
+            program.append(t1 - t0)
+        vpp.close()
+    print(
+        f"vpp: program pod with 2 VFs (attach, memif, xconnect, up, tag), median over {PODS}: "
+        f"{statistics.median(program) * 1e3:.2f} ms; undo {statistics.median(undo) * 1e3:.2f} ms (stand-in)"
+    )
+
+
+def bench_dpdk(tmp: Path) -> None:
+    build = testpmd.newest()
+    if build is None:
+        print("dpdk: no dpdk-testpmd (run testbed/dpdk/setup.sh)")
+        return
+    envs = DpdkEnvs(tmp / "run", tmp / "huge")
+    env = envs.prepare("bench-health", [])
+    proc = testpmd.start(
+        build,
+        env.mounts[:1],
+        ["-l", "0-1", *env.eal_args, "--vdev=net_null0", "--vdev=net_null1"],
+        ["--auto-start", "--forward-mode=io", "--total-num-mbufs=16384", "--record-core-cycles"],
+        tmp / "health.log",
+    )
+    try:
+        testpmd.wait_telemetry(env.telemetry_socket, proc, tmp / "health.log")
+        mon = HealthMonitor()
+        times = []
+        for _ in range(POLLS):
+            t0 = time.perf_counter()
+            mon.poll_dpdk("bench-health", env.telemetry_socket)
+            times.append(time.perf_counter() - t0)
+            time.sleep(0.01)
+        print(
+            f"dpdk {build.name}: one health poll of testpmd (mempools, rings, lcores), median over {POLLS}: "
+            f"{statistics.median(times) * 1e3:.2f} ms (target < 5 ms); "
+            f"state {mon.health['bench-health'].state.name}"
+        )
+    finally:
+        testpmd.stop(proc)
+        envs.cleanup(env)
+    bench_memif(build, tmp, envs)
+
+
+def bench_memif(build: testpmd.TestpmdBuild, tmp: Path, envs: DpdkEnvs) -> None:
+    wiring = memif_wiring(tmp / "memif", "bench-pod", 1)
+    env = dict(wiring.env)
+    host_socket = Path(wiring.mounts[0].source) / Path(env["VFHOTPLUG_MEMIF_SOCKET"]).name
+    host_socket.parent.mkdir(parents=True, exist_ok=True)
+    side, pod = envs.prepare("bench-vpp-side", []), envs.prepare("bench-pod", [])
+    vdev = f"--vdev=net_memif0,role=server,id=0,socket={host_socket},socket-abstract=no"
+    server = testpmd.start(
+        build,
+        side.mounts[:1],
+        ["-l", "0,1", "--main-lcore", "0", *side.eal_args, vdev],
+        ["--auto-start", "--forward-mode=rxonly", "--total-num-mbufs=16384"],
+        tmp / "server.log",
+    )
+    client = None
+    try:
+        testpmd.wait_telemetry(side.telemetry_socket, server, tmp / "server.log")
+        client = testpmd.start(
+            build,
+            (*pod.mounts[:1], *wiring.mounts),
+            ["-l", "1,0", "--main-lcore", "1", *pod.eal_args]
+            + [f"--vdev={v}" for v in env["VFHOTPLUG_MEMIF_DPDK_VDEVS"].split()],
+            ["--auto-start", "--forward-mode=txonly", "--txpkts=64", "--total-num-mbufs=16384"],
+            tmp / "client.log",
+        )
+        testpmd.wait_telemetry(pod.telemetry_socket, client, tmp / "client.log")
+        tel = Telemetry(side.telemetry_socket)
+        deadline = time.monotonic() + 15
+        while _ipackets(tel) == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        start, t0 = _ipackets(tel), time.monotonic()
+        time.sleep(RATE_WINDOW_S)
+        rate = (_ipackets(tel) - start) / (time.monotonic() - t0)
+        tel.close()
+        print(
+            "memif: 64-byte packets, pod testpmd -> VPP-side testpmd via the pod's mount/env: "
+            f"{rate / 1e6:.2f} Mpps"
+        )
+    finally:
+        if client is not None:
+            testpmd.stop(client)
+        testpmd.stop(server)
+        envs.cleanup(side)
+        envs.cleanup(pod)
+
+
+def _ipackets(tel: Telemetry) -> int:
+    return int((tel.query("/ethdev/stats,0") or {}).get("ipackets", 0))
+
+
+def main() -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="vfh-bench-"))
+    try:
+        bench_vpp_programming(tmp)
+        bench_dpdk(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
