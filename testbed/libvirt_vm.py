@@ -84,18 +84,8 @@ class TestVm:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        run_dir: Path,
-        root_ports: int = 4,
-        uri: str = URI,
-        kernel: Path = IMAGE_DIR / "vmlinux",
-        initrd: Path = IMAGE_DIR / "initramfs.cpio.gz",
-    ) -> None:
+    def __init__(self, name: str, *, run_dir: Path, root_ports: int = 4, uri: str = URI) -> None:
         self.name = name
-        self._kernel, self._initrd = kernel, initrd
         self.console_log = run_dir.resolve() / f"{name}.console.log"
         self._root_ports = root_ports
         self._uri = uri
@@ -118,27 +108,30 @@ class TestVm:
             self._conn = None
             return self._connection().lookupByName(self.name)
 
-    def start(self, boot_timeout_s: float = 60.0) -> float:
-        """Boots the guest; returns the seconds from createXML to the BOOTED line."""
-        kernel, initrd = self._kernel, self._initrd
+    # The console line that says the guest is up; variants (the lab) override it with domain_xml().
+    ready_marker = "BOOTED"
+
+    def domain_xml(self) -> str:
+        kernel, initrd = IMAGE_DIR / "vmlinux", IMAGE_DIR / "initramfs.cpio.gz"
         if not kernel.exists() or not initrd.exists():
-            raise FileNotFoundError(
-                f"guest image {kernel} / {initrd} missing; run `make testbed-libvirt` (tier C) or "
-                "lab/tier_d/setup.sh (tier D) first"
-            )
-        self.console_log.parent.mkdir(parents=True, exist_ok=True)
-        self.console_log.unlink(missing_ok=True)
-        xml = domain_xml(
+            raise FileNotFoundError(f"{IMAGE_DIR} has no guest image; run `make testbed-libvirt` first")
+        return domain_xml(
             self.name,
             kernel=kernel,
             initrd=initrd,
             console_log=self.console_log,
             root_ports=self._root_ports,
         )
+
+    def start(self, boot_timeout_s: float = 60.0) -> float:
+        """Boots the guest; returns the seconds from createXML to the ready marker."""
+        xml = self.domain_xml()
+        self.console_log.parent.mkdir(parents=True, exist_ok=True)
+        self.console_log.unlink(missing_ok=True)
         t0 = time.monotonic()
         self._connection().createXML(xml, 0)
         try:
-            self.wait_for_console(lambda text: "BOOTED" in text, boot_timeout_s, "BOOTED")
+            self.wait_for_console(lambda text: self.ready_marker in text, boot_timeout_s, self.ready_marker)
         except TimeoutError:
             self.destroy()
             raise

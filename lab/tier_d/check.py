@@ -14,7 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import socket
 import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -26,14 +29,19 @@ from typing import Any
 
 import libvirt
 
+from host_side import pki
 from host_side.backend import VfRef, VfSettings, lease_alias
+from host_side.client import HostClient
+from host_side.config import PoolConfig
+from host_side.contract import HostCallError, VfRequest
 from host_side.errors import HostSideError
+from host_side.inventory import SysfsInventory
 from host_side.libvirt_errors import LibvirtFailure, translate
 from host_side.libvirt_hotplug import LibvirtHotplug
-from host_side.libvirt_xml import HotplugMode, device_xml
+from host_side.libvirt_xml import HotplugMode, device_xml, free_root_port
 from host_side.pci import PciAddress
 from host_side.vf_netlink import PyrouteVfNetlink
-from testbed.libvirt_vm import GuestPciEvent, TestVm
+from testbed.libvirt_vm import GuestPciEvent, TestVm, domain_xml
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +59,8 @@ PAUSE_S = 10.0
 
 
 class Sysfs:
-    """The few PCI facts the check reads from sysfs (driver, ids, VFs of a PF), under `root`."""
+    """PCI facts the check reads as its oracle (a device's driver and ids), under `root`; VF discovery is
+    the project's own SysfsInventory."""
 
     def __init__(self, root: Path = Path("/sys")) -> None:
         self._root = root
@@ -66,15 +75,6 @@ class Sysfs:
     def ids(self, pci: PciAddress) -> str:
         dev = self._dev(pci)
         return ":".join((dev / f).read_text().strip().removeprefix("0x") for f in ("vendor", "device"))
-
-    def pf_of_netdev(self, netdev: str) -> PciAddress:
-        return PciAddress.parse((self._root / "class/net" / netdev / "device").readlink().name)
-
-    def vfs(self, pf: PciAddress) -> dict[int, PciAddress]:
-        return {
-            int(link.name.removeprefix("virtfn")): PciAddress.parse(link.readlink().name)
-            for link in self._dev(pf).glob("virtfn*")
-        }
 
     def find(self, ids: str) -> PciAddress | None:
         for dev in sorted((self._root / "bus/pci/devices").iterdir()):
@@ -170,6 +170,101 @@ class GuestOracle:
         raise TimeoutError(f"inner guest showed no {what} within {GUEST_TIMEOUT_S} s")
 
 
+class L2Vm(TestVm):
+    """The inner guest: tier C's busybox guest, with igbvf in its initramfs (built by setup.sh)."""
+
+    def domain_xml(self) -> str:
+        kernel, initrd = BUILD / "vmlinux", BUILD / "l2-initramfs.cpio.gz"
+        if not kernel.exists() or not initrd.exists():
+            raise FileNotFoundError(f"{kernel} or {initrd} missing; run lab/tier_d/setup.sh first")
+        return domain_xml(self.name, kernel=kernel, initrd=initrd, console_log=self.console_log, root_ports=4)
+
+
+SERVICE_IDENTITY = "labd-l2"  # the inner guest's client certificate name = its [vms.*] key
+POOL = "igb"
+
+
+def service_config(*, pf: str, port: int, pki_dir: Path, detach_s: float) -> str:
+    """`vfhotplug-host` config for L1: the production libvirt backend over the real igb PF."""
+    return f"""# vfhotplug-host in tier D's L1 (written by lab/tier_d/check.py)
+backend = "libvirt"
+hotplug_mode = "interface-hostdev"
+libvirt_uri = "{URI}"
+state_dir = "state"
+sysfs_root = "/sys"
+
+[listen]
+tcp = "127.0.0.1:{port}"
+ca = "{pki_dir}/ca.pem"
+cert = "{pki_dir}/host.pem"
+key = "{pki_dir}/host.key"
+admin_socket = "run/admin.sock"
+
+[timeouts]
+attach_s = {LIBVIRT_TIMEOUT_S}
+detach_s = {detach_s}
+
+[pools.{POOL}]
+pfs = ["{pf}"]
+
+[vms.{SERVICE_IDENTITY}]
+domain = "{L2}"
+quota = 2
+pools = ["{POOL}"]
+"""
+
+
+class ServiceInL1:
+    """`vfhotplug-host serve` as a child process, with a fresh PKI, state and config under `folder`."""
+
+    def __init__(self, folder: Path, pf: str, *, detach_s: float) -> None:
+        self.folder = folder
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        pki_dir = folder / "pki"
+        pki_dir.mkdir(parents=True)
+        pki.init_ca(pki_dir)
+        pki.issue(pki_dir, "host", server=True, sans=["127.0.0.1"])
+        self.client_cert = pki.issue(pki_dir, SERVICE_IDENTITY)
+        self.ca = pki_dir / "ca.pem"
+        (folder / "run").mkdir()
+        self.config = folder / "host.toml"
+        self.config.write_text(service_config(pf=pf, port=self.port, pki_dir=pki_dir, detach_s=detach_s))
+        self.log = folder / "host.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60.0) -> float:
+        t0 = time.monotonic()
+        with self.log.open("ab") as out:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "host_side", "serve", "--config", str(self.config)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+        while time.monotonic() - t0 < timeout_s:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"vfhotplug-host exited with {self._proc.returncode}; see {self.log}")
+            try:
+                with HostClient.unix(self.folder / "run/admin.sock") as admin:
+                    admin.health(timeout_s=2.0)
+                return time.monotonic() - t0
+            except HostCallError:
+                time.sleep(0.2)
+        raise TimeoutError(f"vfhotplug-host did not answer within {timeout_s} s; see {self.log}")
+
+    def vm_client(self) -> HostClient:
+        """The inner guest's view: mTLS over TCP with its own client certificate."""
+        return HostClient(
+            f"127.0.0.1:{self.port}", ca=self.ca, cert=self.client_cert.cert, key=self.client_cert.key
+        )
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait(30)
+
+
 class Check:
     """The batched checks of one L1 boot, in order; each records into the Recorder."""
 
@@ -178,12 +273,17 @@ class Check:
         self.sysfs = Sysfs()
         self.nl = PyrouteVfNetlink()
         self.pf = pf
-        pf_pci = self.sysfs.pf_of_netdev(pf)
-        self.vfs = [VfRef(pf, pf_pci, i, pci) for i, pci in sorted(self.sysfs.vfs(pf_pci).items())]
-        self.vm = TestVm(L2, run_dir=work, kernel=BUILD / "vmlinux", initrd=BUILD / "l2-initramfs.cpio.gz")
+        self.work = work
+        pool = PoolConfig(
+            name=POOL, pfs=(pf,), vf_indexes=None, default_vlan=0, allow_trust=True,
+            allow_spoofchk_off=True, max_per_vm=0, warm_spares=0,
+        )  # fmt: skip
+        self.inventory = SysfsInventory(Path("/sys"), [pool]).scan()
+        self.vfs = sorted((info.ref for info in self.inventory.vfs), key=lambda ref: ref.index)
+        self.vm = L2Vm(L2, run_dir=work)
         self.guest = GuestOracle(self.vm)
         self.ifhd = LibvirtHotplug(URI, mode="interface-hostdev", observe=self._observer("interface-hostdev"))
-        self.hostdev = LibvirtHotplug(URI, mode="hostdev", observe=self._observer("hostdev"))
+        self.hostdev_hp = LibvirtHotplug(URI, mode="hostdev", observe=self._observer("hostdev"))
         self._phase_counts: dict[str, int] = {}
 
     def _observer(self, mode: str) -> Callable[[str, float], None]:
@@ -201,15 +301,15 @@ class Check:
         return sorted(self.ifhd.live_devices(L2))
 
     def discover(self) -> None:
-        self.rec.put(
-            "pf",
-            {"name": self.pf, "pci": str(self.vfs[0].pf_pci) if self.vfs else None,
-             "ids": self.sysfs.ids(self.sysfs.pf_of_netdev(self.pf))},
-        )  # fmt: skip
+        self.rec.put("pf", {"name": self.pf, "missing": list(self.inventory.missing_pfs),
+                            "pci": str(self.vfs[0].pf_pci) if self.vfs else None,
+                            "ids": self.sysfs.ids(self.vfs[0].pf_pci) if self.vfs else None})  # fmt: skip
         self.rec.put(
             "vfs",
-            [{"index": v.index, "pci": str(v.pci), "ids": self.sysfs.ids(v.pci), "driver": self.sysfs.driver(v.pci)}
-             for v in self.vfs],
+            [{"index": v.ref.index, "pci": str(v.ref.pci), "pf_pci": str(v.ref.pf_pci), "ids": self.sysfs.ids(v.ref.pci),
+              "driver": v.driver, "netdev": v.netdev, "iommu_group": v.iommu_group,
+              "iommu_group_size": v.iommu_group_size}
+             for v in sorted(self.inventory.vfs, key=lambda v: v.ref.index)],
         )  # fmt: skip
 
     def netlink(self) -> None:
@@ -239,44 +339,52 @@ class Check:
         alias = lease_alias("labd-ifhd0")
         settings = VfSettings(mac="52:54:00:d0:00:02", vlan=100)
         self.rec.put("ifhd.settings", asdict(settings))
-        self.guest.mark()
-        t0 = time.monotonic()
-        device = self.ifhd.attach(L2, vf, alias, settings, LIBVIRT_TIMEOUT_S)
-        self.rec.time("ifhd.attach", time.monotonic() - t0)
-        self.rec.put(
-            "ifhd.plugged", {"alias": device.alias, "guest_pci": str(device.guest_pci), "mac": device.mac}
-        )
-        self.rec.put("ifhd.attached", self.pf_view(vf))
-        self.rec.put("ifhd.attached_driver", self.sysfs.driver(vf.pci))
+        self._plug("ifhd", self.ifhd, vf, alias, settings)
         self.rec.put("ifhd.attached_aliases", self.live_aliases())
-        event, seen = self.guest.wait("add", lambda e: e.vendor_device == VF_IDS, f"PCI-ADD of {VF_IDS}")
-        self.rec.put("ifhd.guest_add", asdict(event))
-        self.rec.time("ifhd.guest_add_after_attach", seen)
 
         # The VF is held by L2: a second lease on it must be refused by libvirt, and leave nothing behind.
         dup = lease_alias("labd-dup")
         self.rec.put(
-            "in_use", failure_of(lambda: self.hostdev.attach(L2, vf, dup, settings, LIBVIRT_TIMEOUT_S))
+            "in_use", failure_of(lambda: self.hostdev_hp.attach(L2, vf, dup, settings, LIBVIRT_TIMEOUT_S))
         )
         self.rec.put("in_use.aliases", self.live_aliases())
 
-        self.guest.mark()
-        t0 = time.monotonic()
-        self.ifhd.detach(L2, alias, LIBVIRT_TIMEOUT_S)
-        self.rec.time("ifhd.detach", time.monotonic() - t0)
-        self.rec.put("ifhd.detached_aliases", self.live_aliases())
-        self.rec.put("ifhd.detached_driver", self.sysfs.driver(vf.pci))
+        self._unplug("ifhd", self.ifhd, vf, alias)
         self.rec.put("ifhd.left_by_libvirt", self.pf_view(vf))
-        event, seen = self.guest.wait("del", lambda e: e.bdf == self.rec.data["observations"]["ifhd.guest_add"]["bdf"],
-                                      "PCI-DEL of the VF")  # fmt: skip
-        self.rec.time("ifhd.guest_del_after_detach", seen)
         # Putting the VF's settings back is the host service's job on release; do what it does.
         self.nl.apply_vf(vf, before)
         self.rec.put("ifhd.restored", self.pf_view(vf))
         # A second release of the same lease finds nothing to do (idempotent, no error).
         self.rec.put("ifhd.detach_again", failure_of(lambda: self.ifhd.detach(L2, alias, LIBVIRT_TIMEOUT_S)))
 
-    def hostdev_paused(self) -> None:
+    def _plug(self, key: str, hp: LibvirtHotplug, vf: VfRef, alias: str, settings: VfSettings) -> None:
+        """Attach through the adapter; records the call time, what the PF, sysfs and the guest show."""
+        self.guest.mark()
+        t0 = time.monotonic()
+        device = hp.attach(L2, vf, alias, settings, LIBVIRT_TIMEOUT_S)
+        self.rec.time(f"{key}.attach", time.monotonic() - t0)
+        self.rec.put(
+            f"{key}.plugged", {"alias": device.alias, "guest_pci": str(device.guest_pci), "mac": device.mac}
+        )
+        self.rec.put(f"{key}.attached", self.pf_view(vf))
+        self.rec.put(f"{key}.attached_driver", self.sysfs.driver(vf.pci))
+        event, seen = self.guest.wait("add", lambda e: e.vendor_device == VF_IDS, f"PCI-ADD of {VF_IDS}")
+        self.rec.put(f"{key}.guest_add", asdict(event))
+        self.rec.time(f"{key}.guest_add_after_attach", seen)
+
+    def _unplug(self, key: str, hp: LibvirtHotplug, vf: VfRef, alias: str) -> None:
+        """Detach (returns on DEVICE_REMOVED); records aliases, the VF's driver and the guest's PCI-DEL."""
+        bdf = self.rec.data["observations"][f"{key}.guest_add"]["bdf"]
+        self.guest.mark()
+        t0 = time.monotonic()
+        hp.detach(L2, alias, LIBVIRT_TIMEOUT_S)
+        self.rec.time(f"{key}.detach", time.monotonic() - t0)
+        self.rec.put(f"{key}.detached_aliases", self.live_aliases())
+        self.rec.put(f"{key}.detached_driver", self.sysfs.driver(vf.pci))
+        _, seen = self.guest.wait("del", lambda e: e.bdf == bdf, "PCI-DEL of the VF")
+        self.rec.time(f"{key}.guest_del_after_detach", seen)
+
+    def hostdev(self) -> None:
         vf = self.vfs[1]
         before = self.nl.read_vf(vf)
         self.rec.put("hostdev.before", self.pf_view(vf))
@@ -284,25 +392,88 @@ class Check:
         settings = VfSettings(mac="52:54:00:d0:00:03", vlan=200)
         self.nl.apply_vf(vf, settings)
         alias = lease_alias("labd-hd1")
+        self._plug("hostdev", self.hostdev_hp, vf, alias, settings)
+        self._unplug("hostdev", self.hostdev_hp, vf, alias)
+        self.nl.apply_vf(vf, before)
+        self.rec.put("hostdev.restored", self.pf_view(vf))
+
+    def service(self) -> None:
+        """The production path: `vfhotplug-host` (backend libvirt) driven over its gRPC API with the inner
+        guest's own client certificate."""
+        svc = ServiceInL1(self.work / "service", self.pf, detach_s=LIBVIRT_TIMEOUT_S)
+        self.rec.time("service.start", svc.start())
+        try:
+            with svc.vm_client() as client:
+                self._service_calls(client)
+        finally:
+            svc.stop()
+            self.rec.put("service.log_tail", svc.log.read_text(errors="replace").splitlines()[-30:])
+
+    def _service_calls(self, client: HostClient) -> None:
+        health = client.health()
+        self.rec.put("service.health", {"backend": health.backend, "identity": health.identity,
+                                        "vfs": {f"{p}/{st}": n for (p, st), n in health.vfs.items()}})  # fmt: skip
+        by_pci = {str(v.pci): v for v in self.vfs}
+        originals = {str(v.pci): self.pf_view(v) for v in self.vfs}
+        self.rec.put("service.originals", originals)
+
+        # Pod A gets a VF with the MAC and VLAN it asks for.
+        want = VfRequest(pool=POOL, mac="52:54:00:d0:00:05", vlan=300)
         self.guest.mark()
         t0 = time.monotonic()
-        device = self.hostdev.attach(L2, vf, alias, settings, LIBVIRT_TIMEOUT_S)
-        self.rec.time("hostdev.attach", time.monotonic() - t0)
-        self.rec.put("hostdev.plugged", {"alias": device.alias, "guest_pci": str(device.guest_pci)})
-        self.rec.put("hostdev.attached", self.pf_view(vf))
-        self.rec.put("hostdev.attached_driver", self.sysfs.driver(vf.pci))
+        (granted,) = client.attach("pod-a-uid", "pod-a", [want], "req-a", LIBVIRT_TIMEOUT_S)
+        self.rec.time("service.attach", time.monotonic() - t0)
+        vf_a = by_pci[str(granted.host_pci)]
+        self.rec.put("service.granted", {"lease_id": granted.lease_id, "host_pci": str(granted.host_pci),
+                                         "guest_pci": str(granted.guest_pci), "mac": granted.mac,
+                                         "vlan": granted.vlan})  # fmt: skip
+        self.rec.put("service.attached", self.pf_view(vf_a))
+        self.rec.put("service.attached_driver", self.sysfs.driver(vf_a.pci))
+        self.rec.put("service.attached_aliases", self.live_aliases())
         event, seen = self.guest.wait("add", lambda e: e.vendor_device == VF_IDS, f"PCI-ADD of {VF_IDS}")
-        self.rec.put("hostdev.guest_add", asdict(event))
-        self.rec.time("hostdev.guest_add_after_attach", seen)
+        self.rec.put("service.guest_add", asdict(event))
+        self.rec.time("service.guest_add_after_attach", seen)
 
-        # Release while L2 is paused: the release must not be reported done before L2 resumes.
+        # The other VF is taken behind the service's back (another tool hot-plugged it); pod B's request
+        # lands on it: the in-use error, and no lease left behind.
+        (vf_b,) = (v for v in self.vfs if v.pci != vf_a.pci)
+        outsider = "ua-outsider-vf"
+        conn = libvirt.open(URI)
+        try:
+            dom = conn.lookupByName(L2)
+            port = free_root_port(dom.XMLDesc(0))
+            xml = device_xml(HotplugMode.HOSTDEV, vf_pci=vf_b.pci, alias=outsider,
+                             settings=VfSettings(mac="52:54:00:d0:00:06"), port_index=port or 0)  # fmt: skip
+            self.guest.mark()
+            dom.attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            outsider_add, _ = self.guest.wait("add", lambda e: e.vendor_device == VF_IDS, "the outsider's VF")
+            try:
+                client.attach("pod-b-uid", "pod-b", [VfRequest(pool=POOL)], "req-b", LIBVIRT_TIMEOUT_S)
+                self.rec.put("service.in_use", {"code": None, "message": ""})
+            except HostCallError as e:
+                self.rec.put("service.in_use", {"code": e.code, "message": str(e)})
+            self.rec.put("service.leases_after_in_use", [
+                {"pod_uid": le.pod_uid, "state": le.state, "host_pci": le.host_pci} for le in client.list_leases()
+            ])  # fmt: skip
+            self.rec.put("service.in_use_vf_view", self.pf_view(vf_b))
+            self.guest.mark()
+            dom.detachDeviceAlias(outsider, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            self.guest.wait("del", lambda e: e.bdf == outsider_add.bdf, "PCI-DEL of the outsider's VF")
+        finally:
+            conn.close()
+
+        # Pod A goes away while its VM is paused: the release must not be reported before the VM resumes.
         dom = self.vm.domain
         dom.suspend()
         self.guest.mark()
         outcome: dict[str, Any] = {}
 
         def release() -> None:
-            outcome.update(failure_of(lambda: self.hostdev.detach(L2, alias, LIBVIRT_TIMEOUT_S + PAUSE_S)))
+            try:
+                done = client.release_pod("pod-a-uid", "rel-a", LIBVIRT_TIMEOUT_S + PAUSE_S)
+                outcome["released"], outcome["quarantined"] = list(done.released), list(done.quarantined)
+            except HostCallError as e:
+                outcome["error"] = f"{e.code}: {e}"
             outcome["done_at"] = time.monotonic()
 
         t0 = time.monotonic()
@@ -311,7 +482,7 @@ class Check:
         worker.join(PAUSE_S)
         self.rec.put("paused.pending_while_paused", worker.is_alive())
         self.rec.put("paused.aliases_while_paused", self.live_aliases())
-        self.rec.put("paused.driver_while_paused", self.sysfs.driver(vf.pci))
+        self.rec.put("paused.driver_while_paused", self.sysfs.driver(vf_a.pci))
         resumed_at = time.monotonic()
         dom.resume()
         worker.join(LIBVIRT_TIMEOUT_S + PAUSE_S)
@@ -320,19 +491,20 @@ class Check:
         if "done_at" in outcome:
             self.rec.time("paused.done_after_resume", outcome["done_at"] - resumed_at)
         self.rec.put("paused.aliases_after", self.live_aliases())
-        self.rec.put("paused.driver_after", self.sysfs.driver(vf.pci))
-        add_bdf = self.rec.data["observations"]["hostdev.guest_add"]["bdf"]
-        _, seen = self.guest.wait("del", lambda e: e.bdf == add_bdf, "PCI-DEL of the VF")
+        self.rec.put("paused.driver_after", self.sysfs.driver(vf_a.pci))
+        _, seen = self.guest.wait("del", lambda e: e.bdf == event.bdf, "PCI-DEL of pod A's VF")
         self.rec.time("paused.guest_del_after_resume", seen)
-        self.nl.apply_vf(vf, before)
-        self.rec.put("hostdev.restored", self.pf_view(vf))
+        self.rec.put("service.released_view", self.pf_view(vf_a))
+        self.rec.put("service.leases_after_release", [
+            {"pod_uid": le.pod_uid, "state": le.state} for le in client.list_leases()
+        ])  # fmt: skip
 
     def error_codes(self) -> None:
         pf_pci = self.vfs[0].pf_pci
         plain = VfSettings(mac="52:54:00:d0:00:04")
         missing = VfRef(self.pf, pf_pci, 99, PciAddress.parse("0000:3b:10.0"))
         self.rec.put("error.missing_device", failure_of(
-            lambda: self.hostdev.attach(L2, missing, lease_alias("labd-missing"), plain, LIBVIRT_TIMEOUT_S)))  # fmt: skip
+            lambda: self.hostdev_hp.attach(L2, missing, lease_alias("labd-missing"), plain, LIBVIRT_TIMEOUT_S)))  # fmt: skip
         non_vf_pci = self.sysfs.find(NON_VF_IDS)
         if non_vf_pci is None:
             raise LookupError(f"L1 has no {NON_VF_IDS} NIC; run.py should give it one")
@@ -363,7 +535,7 @@ class Check:
         self.rec.put("l2.console_tail", self.vm.console().splitlines()[-40:])
         self.vm.destroy()
         self.ifhd.close()
-        self.hostdev.close()
+        self.hostdev_hp.close()
 
 
 def main() -> None:
@@ -379,13 +551,14 @@ def main() -> None:
     rec = Recorder(args.result)
     check = Check(args.pf, rec, args.work)
     # The guest steps need the inner guest; the others run whatever failed before them.
-    needs_guest = {"interface_hostdev", "hostdev_paused", "error_codes"}
+    needs_guest = {"interface_hostdev", "hostdev", "service", "error_codes"}
     steps: list[tuple[str, Callable[[], None]]] = [
         ("discover", check.discover),
         ("netlink", check.netlink),
         ("boot_l2", check.boot_l2),
         ("interface_hostdev", check.interface_hostdev),
-        ("hostdev_paused", check.hostdev_paused),
+        ("hostdev", check.hostdev),
+        ("service", check.service),
         ("error_codes", check.error_codes),
         ("finish", check.finish),
     ]

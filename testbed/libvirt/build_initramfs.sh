@@ -1,21 +1,17 @@
 #!/usr/bin/env bash
-# build_initramfs.sh KROOT KVER OUT [INIT [MODULE...]]: a busybox initramfs with the NIC drivers the hot-plug
-# tests use and an init that reports PCI devices appearing and disappearing on the serial console (the
-# tests' guest-side oracle, independent of libvirt). INIT and MODULEs replace the default init script and
-# module list (tier D's outer guest boots from 9p with its own init).
+# build_initramfs.sh KROOT KVER OUT: a busybox initramfs with the NIC drivers the hot-plug tests use and an
+# init that reports PCI devices appearing and disappearing on the serial console (the tests' guest-side
+# oracle, independent of libvirt). Variants: MODULES="mod ..." replaces the module list (dependencies are
+# added), INIT=FILE replaces the init script.
 set -euo pipefail
 kroot=$1 kver=$2 out=$3
 here=$(cd "$(dirname "$0")" && pwd)
-init=${4:-$here/guest-init.sh}
-shift $(($# < 4 ? $# : 4))
-modules=("$@")
-[ ${#modules[@]} -gt 0 ] || modules=(e1000e virtio_pci virtio_net)
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 
 mkdir -p "$stage"/{bin,dev,proc,sys,run,lib/modules}
 cp /bin/busybox "$stage/bin/busybox"
-for applet in sh mount insmod cat readlink basename sleep ls echo mkdir rm poweroff switch_root; do
+for applet in sh mount umount insmod cat readlink basename sleep ls echo mkdir rm poweroff switch_root; do
   ln -s busybox "$stage/bin/$applet"
 done
 
@@ -23,7 +19,7 @@ done
 # "builtin" lines need nothing. Modules are stored uncompressed so busybox insmod can load them.
 depmod -b "$kroot" "$kver"
 : > "$stage/lib/modules/order"
-for mod in "${modules[@]}"; do
+for mod in ${MODULES:-e1000e virtio_pci virtio_net}; do
   modprobe -d "$kroot" -S "$kver" --show-depends "$mod" | awk '$1 == "insmod" {print $2}'
 done | awk '!seen[$0]++' | while read -r ko; do
   name=$(basename "$ko"); name=${name%.xz}
@@ -34,6 +30,6 @@ done | awk '!seen[$0]++' | while read -r ko; do
   echo "$name" >> "$stage/lib/modules/order"
 done
 
-install -m 0755 "$init" "$stage/init"
+install -m 0755 "${INIT:-$here/guest-init.sh}" "$stage/init"
 (cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1) > "$out.tmp"
 mv "$out.tmp" "$out"

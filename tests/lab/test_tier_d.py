@@ -60,17 +60,21 @@ def test_every_step_of_the_check_ran_without_error(run: dict[str, Any]) -> None:
     failed = {name: step["error"] for name, step in run["steps"].items() if not step["ok"]}
     assert not failed, "\n".join(f"{name}:\n{err}" for name, err in failed.items())
     assert set(run["steps"]) == {
-        "discover", "netlink", "boot_l2", "interface_hostdev", "hostdev_paused", "error_codes", "finish"
+        "discover", "netlink", "boot_l2", "interface_hostdev", "hostdev", "service", "error_codes", "finish"
     }  # fmt: skip
 
 
-def test_sriov_numvfs_created_igbvf_vfs_on_the_igb_pf(run: dict[str, Any]) -> None:
+def test_inventory_finds_the_igbvf_vfs_that_sriov_numvfs_created(run: dict[str, Any]) -> None:
     pf = obs(run, "pf")
-    assert pf["ids"] == "8086:10c9"
+    assert (pf["ids"], pf["missing"]) == ("8086:10c9", [])
     vfs = obs(run, "vfs")
     assert [v["index"] for v in vfs] == [0, 1]
-    assert {(v["ids"], v["driver"]) for v in vfs} == {(VF_IDS, "igbvf")}
-    assert all(v["pci"] != pf["pci"] and v["pci"][:7] == pf["pci"][:7] for v in vfs)  # same bus as the PF
+    assert {(v["ids"], v["driver"], v["pf_pci"]) for v in vfs} == {(VF_IDS, "igbvf", pf["pci"])}
+    assert all(v["netdev"] for v in vfs)
+    # The emulated VT-d puts each VF in an IOMMU group of its own: each can be passed through alone.
+    groups = [v["iommu_group"] for v in vfs]
+    assert None not in groups and len(set(groups)) == 2
+    assert {v["iommu_group_size"] for v in vfs} == {1}
 
 
 def test_netlink_sets_mac_vlan_spoofchk_trust_as_ip_link_reports_them(run: dict[str, Any]) -> None:
@@ -130,18 +134,48 @@ def test_hostdev_attach_carries_the_netlink_mac_into_the_guest(run: dict[str, An
     assert obs(run, "hostdev.attached_driver") == "vfio-pci"
     guest = obs(run, "hostdev.guest_add")
     assert (guest["vendor_device"], guest["mac"]) == (VF_IDS, "52:54:00:d0:00:03")
+    assert plugged["alias"] not in obs(run, "hostdev.detached_aliases")
+    assert obs(run, "hostdev.detached_driver") == "igbvf"
+    assert obs(run, "hostdev.restored")["ip"] == obs(run, "hostdev.before")["ip"]
+
+
+def test_service_attach_over_grpc_programs_the_vf_and_the_guest_sees_it(run: dict[str, Any]) -> None:
+    health = obs(run, "service.health")
+    assert (health["backend"], health["identity"]) == ("libvirt", "labd-l2")
+    assert sum(health["vfs"].values()) == 2
+    granted = obs(run, "service.granted")
+    assert (granted["mac"], granted["vlan"]) == ("52:54:00:d0:00:05", 300)
+    attached = obs(run, "service.attached")
+    assert l2_fields(attached["ip"]) == l2_fields(attached["netlink"]) == ("52:54:00:d0:00:05", 300)
+    assert obs(run, "service.attached_driver") == "vfio-pci"
+    assert any(a.startswith("ua-vfhp-") for a in obs(run, "service.attached_aliases"))
+    guest = obs(run, "service.guest_add")
+    assert (guest["vendor_device"], guest["mac"]) == (VF_IDS, "52:54:00:d0:00:05")
+
+
+def test_service_refuses_a_vf_in_use_elsewhere_and_keeps_no_lease(run: dict[str, Any]) -> None:
+    refused = obs(run, "service.in_use")
+    assert refused["code"] == "FAILED_PRECONDITION"
+    assert "in use" in refused["message"] and "55" in refused["message"]
+    leases = obs(run, "service.leases_after_in_use")
+    assert [le["pod_uid"] for le in leases] == ["pod-a-uid"]
 
 
 def test_release_from_a_paused_guest_is_not_done_before_it_resumes(run: dict[str, Any]) -> None:
-    alias = obs(run, "hostdev.plugged")["alias"]
     assert obs(run, "paused.pending_while_paused") is True
-    assert alias in obs(run, "paused.aliases_while_paused")
+    assert any(a.startswith("ua-vfhp-") for a in obs(run, "paused.aliases_while_paused"))
     assert obs(run, "paused.driver_while_paused") == "vfio-pci"
-    assert obs(run, "paused.release")["raised"] is None
+    release = obs(run, "paused.release")
+    assert release == {"released": [obs(run, "service.granted")["lease_id"]], "quarantined": []}
     assert run["timings"]["paused.done_after_resume"] >= 0
-    assert alias not in obs(run, "paused.aliases_after")
+    assert not any(a.startswith("ua-vfhp-") for a in obs(run, "paused.aliases_after"))
     assert obs(run, "paused.driver_after") == "igbvf"
-    assert obs(run, "hostdev.restored")["ip"] == obs(run, "hostdev.before")["ip"]
+
+
+def test_service_release_restores_the_vf_settings_and_frees_the_lease(run: dict[str, Any]) -> None:
+    pci = obs(run, "service.granted")["host_pci"]
+    assert obs(run, "service.released_view")["ip"] == obs(run, "service.originals")[pci]["ip"]
+    assert obs(run, "service.leases_after_release") == []
 
 
 def test_real_libvirt_error_codes_on_real_devices(run: dict[str, Any]) -> None:
