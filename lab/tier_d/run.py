@@ -157,7 +157,7 @@ def _boot_once(argv: list[str], out: Path, deadline: float) -> int | None:
                 proc.wait()
 
 
-def run_nested(out: Path, timeout_s: float = 600.0) -> RunOutcome:
+def run_nested(out: Path, timeout_s: float = 1500.0) -> RunOutcome:
     """Boots L1 (again if it stalls before its init), waits for it to power off, returns what
     lab.tier_d.check wrote to `out`."""
     plan = L0Plan(
@@ -200,7 +200,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, default=BUILD / "run", help="results directory")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds before L1 is killed")
+    parser.add_argument("--timeout", type=float, default=1500.0, help="seconds before L1 is killed")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
