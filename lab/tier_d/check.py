@@ -235,22 +235,29 @@ class ServiceInL1:
         self.config.write_text(service_config(pf=pf, port=self.port, pki_dir=pki_dir, detach_s=detach_s))
         self.log = folder / "host.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._launched_at = 0.0
 
-    def start(self, timeout_s: float = 180.0) -> float:
-        t0 = time.monotonic()
+    def launch(self) -> None:
+        """Starts the process; it imports and reconciles while the inner guest boots."""
+        self._launched_at = time.monotonic()
         with self.log.open("ab") as out:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "host_side", "serve", "--config", str(self.config)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )  # fmt: skip
-        while time.monotonic() - t0 < timeout_s:
+
+    def wait_ready(self, timeout_s: float = 180.0) -> float:
+        """Waits until the admin socket answers Health; returns the seconds since launch()."""
+        if self._proc is None:
+            raise RuntimeError("vfhotplug-host was not launched")
+        while time.monotonic() - self._launched_at < timeout_s:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"vfhotplug-host exited with {self._proc.returncode}; see {self.log}")
             try:
                 with HostClient.unix(self.folder / "run/admin.sock") as admin:
                     admin.health(timeout_s=2.0)
-                return time.monotonic() - t0
+                return time.monotonic() - self._launched_at
             except HostCallError:
                 time.sleep(0.2)
         raise TimeoutError(f"vfhotplug-host did not answer within {timeout_s} s; see {self.log}")
@@ -283,6 +290,7 @@ class Check:
         self.inventory = SysfsInventory(Path("/sys"), [pool]).scan()
         self.vfs = sorted((info.ref for info in self.inventory.vfs), key=lambda ref: ref.index)
         self.vm = L2Vm(L2, run_dir=work)
+        self.svc: ServiceInL1 | None = None
         self.guest = GuestOracle(self.vm)
         self.ifhd = LibvirtHotplug(URI, mode="interface-hostdev", observe=self._observer("interface-hostdev"))
         self.hostdev_hp = LibvirtHotplug(URI, mode="hostdev", observe=self._observer("hostdev"))
@@ -402,15 +410,21 @@ class Check:
     def service(self) -> None:
         """The production path: `vfhotplug-host` (backend libvirt) driven over its gRPC API with the inner
         guest's own client certificate."""
-        # On L1's tmpfs: SQLite's locking is not for the 9p results share.
-        svc = ServiceInL1(Path("/tmp/labd-service"), self.pf, detach_s=LIBVIRT_TIMEOUT_S)
-        self.rec.time("service.start", svc.start())
+        svc = self.svc
+        if svc is None:
+            raise RuntimeError("the service was not launched (step start_service failed)")
+        self.rec.time("service.ready_after_launch", svc.wait_ready())
         try:
             with svc.vm_client() as client:
                 self._service_calls(client)
         finally:
             svc.stop()
             shutil.copy(svc.log, self.work / "host.log")
+
+    def start_service(self) -> None:
+        # On L1's tmpfs: SQLite's locking is not for the 9p results share.
+        self.svc = ServiceInL1(Path("/tmp/labd-service"), self.pf, detach_s=LIBVIRT_TIMEOUT_S)
+        self.svc.launch()
 
     def _service_calls(self, client: HostClient) -> None:
         health = client.health()
@@ -450,6 +464,7 @@ class Check:
             self.guest.mark()
             dom.attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
             outsider_add, _ = self.guest.wait("add", lambda e: e.vendor_device == VF_IDS, "the outsider's VF")
+            self.rec.put("service.in_use_vf_before", self.pf_view(vf_b))
             try:
                 client.attach("pod-b-uid", "pod-b", [VfRequest(pool=POOL)], "req-b", LIBVIRT_TIMEOUT_S)
                 self.rec.put("service.in_use", {"code": None, "message": ""})
@@ -536,6 +551,8 @@ class Check:
         self.rec.put("final.vfs", [{"pci": str(v.pci), "driver": self.sysfs.driver(v.pci)} for v in self.vfs])
         self.rec.put("final.views", [self.pf_view(v) for v in self.vfs])
         self.rec.put("l2.console_tail", self.vm.console().splitlines()[-40:])
+        if self.svc is not None:
+            self.svc.stop()  # already stopped unless the service step was skipped or failed early
         self.vm.destroy()
         self.ifhd.close()
         self.hostdev_hp.close()
@@ -558,6 +575,7 @@ def main() -> None:
     steps: list[tuple[str, Callable[[], None]]] = [
         ("discover", check.discover),
         ("netlink", check.netlink),
+        ("start_service", check.start_service),
         ("boot_l2", check.boot_l2),
         ("interface_hostdev", check.interface_hostdev),
         ("hostdev", check.hostdev),

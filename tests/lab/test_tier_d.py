@@ -60,7 +60,7 @@ def test_every_step_of_the_check_ran_without_error(run: dict[str, Any]) -> None:
     failed = {name: step["error"] for name, step in run["steps"].items() if not step["ok"]}
     assert not failed, "\n".join(f"{name}:\n{err}" for name, err in failed.items())
     assert set(run["steps"]) == {
-        "discover", "netlink", "boot_l2", "interface_hostdev", "hostdev", "service", "error_codes", "finish"
+        "discover", "netlink", "start_service", "boot_l2", "interface_hostdev", "hostdev", "service", "error_codes", "finish"
     }  # fmt: skip
 
 
@@ -159,6 +159,9 @@ def test_service_refuses_a_vf_in_use_elsewhere_and_keeps_no_lease(run: dict[str,
     assert "in use" in refused["message"] and "55" in refused["message"]
     leases = obs(run, "service.leases_after_in_use")
     assert [le["pod_uid"] for le in leases] == ["pod-a-uid"]
+    # The other holder's VF keeps its settings (the service touches them before libvirt refuses: it must
+    # put them back).
+    assert obs(run, "service.in_use_vf_view")["ip"] == obs(run, "service.in_use_vf_before")["ip"]
 
 
 def test_release_from_a_paused_guest_is_not_done_before_it_resumes(run: dict[str, Any]) -> None:
