@@ -104,9 +104,17 @@ class Chroot:
         _run([*argv, str(target)])
         self._mounted.append(target)
 
+    def _drop_stale(self) -> None:
+        """Unmounts what a killed earlier run left at our targets (deepest first)."""
+        mounted = [Path(line.split()[4]) for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+        for target in sorted((m for m in mounted if m.is_relative_to(self.root)), reverse=True):
+            log.warning("unmounting %s left by an earlier run", target)
+            _run(["umount", "-l", str(target)])
+
     def __enter__(self) -> Chroot:
         if not (self.root / "usr/bin/qemu-system-x86_64").exists():
             raise LabError(f"{self.root} has no QEMU 10; run lab/tier_d/setup.sh first")
+        self._drop_stale()
         try:
             self._mount(["mount", "-t", "proc", "proc"], self.root / "proc")
             # Non-recursive: L1 gets / without this machine's /proc, /sys, /dev or other mounts.
