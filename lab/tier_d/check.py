@@ -303,6 +303,7 @@ class Check:
         self.vfs = sorted((info.ref for info in self.inventory.vfs), key=lambda ref: ref.index)
         self.vm = L2Vm(L2, run_dir=work)
         self.svc: ServiceInL1 | None = None
+        self._ifhd_before = VfSettings(mac="00:00:00:00:00:00")  # set by interface_hostdev
         self.guest = GuestOracle(self.vm)
         self.ifhd = LibvirtHotplug(URI, mode="interface-hostdev", observe=self._observer("interface-hostdev"))
         self.hostdev_hp = LibvirtHotplug(URI, mode="hostdev", observe=self._observer("hostdev"))
@@ -370,7 +371,10 @@ class Check:
             "in_use", failure_of(lambda: self.hostdev_hp.attach(L2, vf, dup, settings, LIBVIRT_TIMEOUT_S))
         )
         self.rec.put("in_use.aliases", self.live_aliases())
+        self._ifhd_before = before
 
+    def interface_hostdev_release(self) -> None:
+        vf, before, alias = self.vfs[0], self._ifhd_before, lease_alias("labd-ifhd0")
         self._unplug("ifhd", self.ifhd, vf, alias)
         self.rec.put("ifhd.left_by_libvirt", self.pf_view(vf))
         # Putting the VF's settings back is the host service's job on release; do what it does.
@@ -584,14 +588,17 @@ def main() -> None:
     rec = Recorder(args.result)
     check = Check(args.pf, rec, args.work)
     # The guest steps need the inner guest; the others run whatever failed before them.
-    needs_guest = {"interface_hostdev", "hostdev", "service", "error_codes"}
+    needs_guest = {"interface_hostdev", "hostdev", "interface_hostdev_release", "service", "error_codes"}
     steps: list[tuple[str, Callable[[], None]]] = [
         ("discover", check.discover),
         ("netlink", check.netlink),
         ("start_service", check.start_service),
         ("boot_l2", check.boot_l2),
+        # hostdev goes in while the interface-hostdev VF is still plugged, so each attach gets a root port
+        # of its own: re-plugging a port the nested guest has just emptied sometimes never shows up in it.
         ("interface_hostdev", check.interface_hostdev),
         ("hostdev", check.hostdev),
+        ("interface_hostdev_release", check.interface_hostdev_release),
         ("service", check.service),
         ("error_codes", check.error_codes),
         ("finish", check.finish),

@@ -60,7 +60,7 @@ def test_every_step_of_the_check_ran_without_error(run: dict[str, Any]) -> None:
     failed = {name: step["error"] for name, step in run["steps"].items() if not step["ok"]}
     assert not failed, "\n".join(f"{name}:\n{err}" for name, err in failed.items())
     assert set(run["steps"]) == {
-        "discover", "netlink", "start_service", "boot_l2", "interface_hostdev", "hostdev", "service", "error_codes", "finish"
+        "discover", "netlink", "start_service", "boot_l2", "interface_hostdev", "hostdev", "interface_hostdev_release", "service", "error_codes", "finish"
     }  # fmt: skip
 
 
