@@ -1,4 +1,5 @@
-"""`vfhotplug status | leases | release`: the admin's view of the host service over its unix socket."""
+"""`vfhotplug status | leases | release`: the admin's view of the host service over its unix socket;
+`vfhotplug pods`: the VM-side view (the NRI plugin's pods, VFs and data-path health)."""
 
 from __future__ import annotations
 
@@ -74,7 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     which.add_argument("--pod", help="pod uid (with --vm)")
     rel.add_argument("--vm", help="the VM of --pod")
     rel.add_argument("--timeout", type=float, default=30.0)
+    pods = sub.add_parser("pods", help="in the VM: the plugin's pods, their VFs and data-path health")
+    pods.add_argument("--state-dir", type=Path, default=None, help="the plugin's state_dir")
     args = p.parse_args(argv)
+    if args.cmd == "pods":
+        # The guest-side package is imported only here: a host install has no pods to show.
+        from nri_plugin.pods_view import DEFAULT_STATE_DIR, show_pods
+
+        return show_pods(args.state_dir or DEFAULT_STATE_DIR)
     if args.cmd == "release" and args.pod and not args.vm:
         p.error("release --pod needs --vm")
     try:

@@ -52,7 +52,14 @@ class HostClient:
             private_key=_read(key, "client key"),
             certificate_chain=_read(cert, "client certificate"),
         )
-        options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+        # gRPC's default reconnect backoff grows to 2 minutes: a host restart would fail every pod start
+        # for that long. The VM side asks often and cheaply, so retry the connection within a second.
+        options: list[tuple[str, str | int]] = [
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
         self._init(grpc.secure_channel(target, creds, options=options))
 
     def _init(self, channel: grpc.Channel) -> None:

@@ -11,11 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from host_side.errors import ConfigError
 from host_side.pci import PciAddress
 from host_side.toml_table import REQUIRED as _REQUIRED
 from host_side.toml_table import TomlTable as _Table
-from host_side.toml_table import parse_toml
+from host_side.toml_table import parse_toml, read_config
 
 BACKENDS = ("libvirt", "emulated-nic", "sim")
 HOTPLUG_MODES = ("interface-hostdev", "hostdev")
@@ -221,10 +220,4 @@ def parse(text: str, path: Path) -> HostConfig:
 
 
 def load(path: Path) -> HostConfig:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(
-            f"cannot read config {path}: {e.strerror}; pass --config with a readable file"
-        ) from e
-    return parse(text, path)
+    return parse(read_config(path), path)

@@ -14,8 +14,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from host_side.backend import Hotplug, VfNetlink, VfSettings
 from host_side.config import HostConfig, PoolConfig, VmConfig
@@ -44,6 +45,16 @@ from host_side.policy import (
 from host_side.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
+
+_PLUG_PARALLEL = 8  # hot-plugs of one call in flight at once
+
+
+@dataclass
+class _Inflight:
+    """The lock of one (VM, request id) and how many calls hold or wait for it."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
 
 
 @dataclass(frozen=True)
@@ -101,7 +112,7 @@ class Engine:
         self._plugger = Plugger(cfg.timeouts, store, hotplug, netlink, observe)
         self._reconciler = Reconciler(cfg, inventory, store, hotplug, netlink, self._plugger)
         self._inflight_lock = threading.Lock()
-        self._inflight: dict[tuple[str, str], threading.Lock] = {}
+        self._inflight: dict[tuple[str, str], _Inflight] = {}
 
     # ---- identity ---------------------------------------------------------------------------------
 
@@ -120,16 +131,20 @@ class Engine:
         """Serializes calls of one VM that carry the same request id (a retry racing the original)."""
         key = (identity, request_id)
         with self._inflight_lock:
-            lock = self._inflight.setdefault(key, threading.Lock())
-        if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise DeadlineExceeded(f"request {request_id} of VM {identity} is still running; retry later")
+            entry = self._inflight.setdefault(key, _Inflight())
+            entry.users += 1
         try:
-            yield
+            if not entry.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise DeadlineExceeded(f"request {request_id} of VM {identity} is still running; retry later")
+            try:
+                yield
+            finally:
+                entry.lock.release()
         finally:
-            lock.release()
             with self._inflight_lock:
-                if not lock.locked():
-                    self._inflight.pop(key, None)
+                entry.users -= 1
+                if entry.users == 0:
+                    del self._inflight[key]
 
     def _pool(self, vm: VmConfig, name: str) -> PoolConfig:
         pool = self._cfg.pools.get(name)
@@ -281,8 +296,7 @@ class Engine:
                 with self._plugger.phase("netlink"):
                     self._netlink.apply_vf(le.vf, le.desired)
                 done.append(le)
-            for le in reserved:
-                done.append(self._plugger.plug(le, deadline))
+            done.extend(self._plug_all(reserved, deadline))
         except BaseException as e:
             log.warning(
                 "attach for pod %s on VM %s failed (%s); giving back %d VF(s)",
@@ -307,6 +321,18 @@ class Engine:
             ", ".join(f"{le.vf.pci}->{le.guest_pci}" for le in done),
         )
         return sorted((_granted(le) for le in done), key=lambda g: (g.request_index, str(g.host_pci)))
+
+    def _plug_all(self, reserved: Sequence[Lease], deadline: float) -> list[Lease]:
+        """Hot-plugs a call's VFs side by side (the guest's event waits overlap), waits for all of them,
+        then raises the first error; each failed one was already freed or quarantined by `plug`."""
+        if len(reserved) <= 1:
+            return [self._plugger.plug(le, deadline) for le in reserved]
+        with ThreadPoolExecutor(max_workers=min(len(reserved), _PLUG_PARALLEL)) as ex:
+            futures = [ex.submit(self._plugger.plug, le, deadline) for le in reserved]
+        for f in futures:
+            if (err := f.exception()) is not None:
+                raise err
+        return [f.result() for f in futures]
 
     def _reserve(
         self,

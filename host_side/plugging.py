@@ -15,13 +15,14 @@ from contextlib import contextmanager
 
 from host_side.backend import Hotplug, VfNetlink, lease_alias
 from host_side.config import Timeouts
-from host_side.errors import DeadlineExceeded, HostSideError, NotFound, PreconditionFailed
+from host_side.errors import BackendUnavailable, DeadlineExceeded, HostSideError, NotFound, PreconditionFailed
 from host_side.leases import Lease, LeaseStore
 
 log = logging.getLogger(__name__)
 
 Observe = Callable[[str, float], None]
-ATTACH_TIMEOUT = "attach timed out"  # how a quarantine reason starts when an attach timed out
+# How a quarantine reason starts when an attach may or may not have reached the guest.
+ATTACH_UNKNOWN = "attach outcome unknown"
 
 
 def remaining(deadline: float, what: str) -> float:
@@ -96,19 +97,25 @@ class Plugger:
         with self.phase("netlink"):
             original = self._netlink.read_vf(lease.vf)
         lease = self._store.move(lease, "attaching", original=original)
+        asked_libvirt = False
         try:
             with self.phase("netlink"):
                 self._netlink.apply_vf(lease.vf, lease.desired)
             timeout = min(self._timeouts.attach_s, remaining(deadline, what))
+            asked_libvirt = True
             with self.phase("hotplug"):
                 dev = self._hotplug.attach(
                     lease.domain, lease.vf, lease_alias(lease.lease_id), lease.desired, timeout
                 )
-        except DeadlineExceeded as e:
-            # The device may still show up in the guest: never hand this VF out on a guess.
-            self.quarantine(lease, f"{ATTACH_TIMEOUT}: {e}")
+        except (DeadlineExceeded, BackendUnavailable) as e:
+            if not asked_libvirt:
+                self.restore_and_free(lease)
+                raise
+            # No event in time, or libvirt went away mid-call: the device may still show up in the guest,
+            # so the VF is not handed out on a guess.
+            self.quarantine(lease, f"{ATTACH_UNKNOWN}: {e}")
             raise
-        except BaseException:
+        except BaseException:  # libvirt refused (or the VF settings failed): nothing reached the guest
             self.restore_and_free(lease)
             raise
         return self._store.move(lease, "attached", guest_pci=dev.guest_pci)
@@ -167,9 +174,11 @@ class Plugger:
             return False
         except NotFound:
             log.info("lease %s: libvirt no longer has %s in %s", lease.lease_id, alias, lease.domain)
-        except PreconditionFailed:
+        except PreconditionFailed as e:
             if self._hotplug.domain_running(lease.domain):
-                raise
+                # DEVICE_REMOVAL_FAILED: the guest refused and still holds the device.
+                self.quarantine(lease, f"the guest refused to let go: {e}")
+                return False
             log.info(
                 "VM %s is not running; VF %s (lease %s) left with it", lease.vm, lease.vf.pci, lease.lease_id
             )

@@ -14,7 +14,7 @@ from host_side.config import HostConfig
 from host_side.errors import BackendUnavailable, HostSideError
 from host_side.inventory import SysfsInventory
 from host_side.leases import Lease, LeaseStore, StaleLease
-from host_side.plugging import ATTACH_TIMEOUT, Plugger
+from host_side.plugging import ATTACH_UNKNOWN, Plugger
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class Reconciler:
         elif (
             running
             and le.state == "quarantined"
-            and (le.reason or "").startswith(ATTACH_TIMEOUT)
+            and (le.reason or "").startswith(ATTACH_UNKNOWN)
             and time.time() - le.since <= self._cfg.timeouts.attach_s
         ):
             pass  # a timed-out attach may still complete; wait one attach timeout before believing it

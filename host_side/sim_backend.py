@@ -76,7 +76,26 @@ class SimBackend:
         with self._lock:
             state = self._load()
             state["vf_settings"][str(vf.pci)] = asdict(settings)
+            # Like a real PF: a new MAC for a VF already in the guest shows on the guest's netdev (a warm
+            # spare claimed by a pod gets the pod's MAC).
+            for dev in state["devices"].values():
+                if dev["vf"] == str(vf.pci) and dev["mac"] != settings.mac:
+                    self._set_guest_mac(dev, settings.mac)
             self._save(state)
+
+    def _set_guest_mac(self, dev: dict[str, str], mac: str) -> None:
+        with self._ipr() as ipr:
+            idx = ipr.link_lookup(ifname=dev["ifname"])
+            if not idx:
+                log.warning(
+                    "sim: %s is not at home (moved into a pod?); MAC %s not applied", dev["ifname"], mac
+                )
+                return
+            ipr.link("set", index=idx[0], address=mac)
+        gdev = self.root / "bus/pci/devices" / dev["guest_pci"] / "net" / dev["ifname"] / "address"
+        if gdev.exists():
+            gdev.write_text(f"{mac}\n")
+        dev["mac"] = mac
 
     # -- Hotplug -------------------------------------------------------------------------------------
     def domain_running(self, domain: str) -> bool:

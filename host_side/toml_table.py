@@ -19,6 +19,15 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 REQUIRED: Any = object()
 
 
+def read_config(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as e:
+        raise ConfigError(
+            f"cannot read config {path}: {e.strerror}; pass --config with a readable file"
+        ) from e
+
+
 def parse_toml(text: str, path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(text)

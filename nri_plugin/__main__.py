@@ -12,36 +12,56 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from host_side.client import HostClient
+from prometheus_client import start_http_server
+
 from host_side.errors import ConfigError
 from nri_plugin import config as plugin_config
+from nri_plugin.assembly import build_lifecycle
+from nri_plugin.datapath_steps import VppStep
+from nri_plugin.dpdk_health import HealthMonitor
+from nri_plugin.health_report import HEALTH_FILE, HealthPoller
 from nri_plugin.lifecycle import PodLifecycle
-from nri_plugin.netlink import GuestNetlink
 from nri_plugin.plugin import VfPlugin
 from nri_plugin.stub import Stub, StubError
 from nri_plugin.sysfs import GuestSysfs
 
 log = logging.getLogger("vfhotplug.nri")
+CRASH_ENV = "VFHOTPLUG_CRASH_AFTER"  # tests only: see PodLifecycle
 
 
-def build_lifecycle(cfg: plugin_config.PluginConfig) -> PodLifecycle:
-    host = HostClient(
-        cfg.host.target,
-        ca=cfg.host.ca,
-        cert=cfg.host.cert,
-        key=cfg.host.key,
-        server_name=cfg.host.server_name,
-    )
-    return PodLifecycle(
-        host,
-        GuestSysfs(cfg.sysfs_root),
-        GuestNetlink(),
-        cfg.state_dir,
-        cfg.lifecycle,
-    )
+def _every(interval_s: float, fn: Callable[[], object], name: str) -> None:
+    def loop() -> None:
+        while True:
+            time.sleep(interval_s)
+            try:
+                fn()
+            except Exception:  # a round must never end the loop; the next one retries
+                log.exception("%s failed", name)
+
+    threading.Thread(target=loop, name=name, daemon=True).start()
+
+
+def start_background(cfg: plugin_config.PluginConfig, lifecycle: PodLifecycle) -> None:
+    """Journaled releases, data-path health (file + optional Prometheus endpoint), the VPP restart check."""
+    lifecycle.worker.start()
+    vpp = next((s for s in lifecycle.steps if isinstance(s, VppStep)), None)
+    poller = HealthPoller(lifecycle.store, HealthMonitor(), cfg.state_dir / HEALTH_FILE, vpp)
+    _every(cfg.health.poll_interval_s, poller.poll_once, "datapath-health")
+    if cfg.health.metrics_address is not None:
+        host, port = cfg.health.metrics_address
+        try:
+            start_http_server(port, host, registry=poller.monitor.registry)
+            log.info("metrics on http://%s:%d/metrics", host, port)
+        except OSError as e:  # pods must not fail for want of metrics: say so and serve on
+            log.error("cannot serve metrics on %s:%d (%s); check [health] metrics_address", host, port, e)
+    if vpp is not None and cfg.vpp is not None:
+        _every(cfg.vpp.check_interval_s, lifecycle.reconcile_steps, "vpp-check")
 
 
 class _PreregisteredPlugin(VfPlugin):
@@ -52,11 +72,12 @@ class _PreregisteredPlugin(VfPlugin):
 
     def configure(self, config: str, runtime_name: str, runtime_version: str) -> None:
         cfg = plugin_config.parse(config, Path("<NRI config>"))
-        self.lifecycle = build_lifecycle(cfg)
-        self.lifecycle.worker.start()
+        self.lifecycle = build_lifecycle(cfg, cfg.host.connect(), crash_after=os.environ.get(CRASH_ENV))
+        start_background(cfg, self.lifecycle)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, sysfs: GuestSysfs | None = None) -> int:
+    """`sysfs` replaces the guest sysfs adapter; only tests pass one (a kernel without vfio)."""
     parser = argparse.ArgumentParser(prog="vfhotplug-nri", description="vfhotplug NRI plugin for containerd")
     parser.add_argument(
         "--config", type=Path, default=None, help=f"plugin config (default {plugin_config.DEFAULT_PATH})"
@@ -75,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cfg = plugin_config.load(args.config or plugin_config.DEFAULT_PATH)
             logging.getLogger().setLevel(cfg.log_level)
-            plugin = VfPlugin(build_lifecycle(cfg))
-            plugin.lifecycle.worker.start()
+            plugin = VfPlugin(build_lifecycle(cfg, cfg.host.connect(), sysfs, os.environ.get(CRASH_ENV)))
+            start_background(cfg, plugin.lifecycle)
             stub = Stub(
                 plugin,
                 name=cfg.nri.name,
@@ -88,7 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vfhotplug-nri: {e}", file=sys.stderr)
         return 2
 
+    main_pid = os.getpid()
+
     def _stop(signum: int, _frame: FrameType | None) -> None:
+        # pyroute2 forks helpers to reach other netns; they inherit this handler, and a helper that is
+        # told to end must not close the NRI socket it shares with us.
+        if os.getpid() != main_pid:
+            os._exit(0)
         log.info("signal %d: stopping", signum)
         stub.stop()
 

@@ -1,13 +1,15 @@
 """What every container of a pod gets from its VFs (pure): devices, env, mounts, annotations.
 
 Independent of protobuf: the NRI layer converts `Adjustment` to a ContainerAdjustment and the OCI hooks
-write it into config.json.
+write it into config.json. Datapath steps (VPP memif wiring, the DPDK env) add mounts and env through
+their notes in the pod record (`container_notes`), so one record says everything a container gets.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Mapping
 
 from nri_plugin.demand import Mode
 from nri_plugin.nri_types import ContainerAdjustment, Device, Mount
@@ -17,10 +19,10 @@ STATUS_ANNOTATION = "vfhotplug.io/status"
 ENV_PREFIX = "PCIDEVICE_VFHOTPLUG_IO_"  # the SR-IOV device plugin's PCIDEVICE_<resource> convention
 DEVINFO_DIR = "/var/run/k8s.cni.cncf.io/devinfo/dp"  # where NPWG device-info consumers look
 DEVINFO_VERSION = "1.1.0"
-HUGEPAGES_DIR = "/dev/hugepages"
-DPDK_RUNTIME_DIR = "/var/run/dpdk"
 DEVINFO_SUBDIR = "devinfo"
-DPDK_SUBDIR = "dpdk"
+# Step note keys (JSON) with what the step gives every container of the pod.
+NOTE_MOUNTS = "container_mounts"
+NOTE_ENV = "container_env"
 
 
 def pool_env_name(pool: str) -> str:
@@ -42,7 +44,20 @@ def device_info_files(rec: PodRecord) -> dict[str, str]:
     return {devinfo_name(vf): device_info(vf) for vf in rec.vfs}
 
 
-def build_adjustment(rec: PodRecord, hugepages_source: str = HUGEPAGES_DIR) -> ContainerAdjustment:
+def container_notes(mounts: Iterable[Mount], env: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Step notes carrying mounts and env for the pod's containers (read back by `build_adjustment`)."""
+    return {
+        NOTE_MOUNTS: json.dumps([[m.destination, m.source, m.type, list(m.options)] for m in mounts]),
+        NOTE_ENV: json.dumps(dict(env)),
+    }
+
+
+def _from_notes(notes: Mapping[str, str]) -> tuple[list[Mount], list[tuple[str, str]]]:
+    mounts = [Mount(d, s, t, tuple(o)) for d, s, t, o in json.loads(notes.get(NOTE_MOUNTS, "[]"))]
+    return mounts, list(json.loads(notes.get(NOTE_ENV, "{}")).items())
+
+
+def build_adjustment(rec: PodRecord) -> ContainerAdjustment:
     """The adjustment for any container of a ready pod.
 
     Raises:
@@ -79,9 +94,10 @@ def build_adjustment(rec: PodRecord, hugepages_source: str = HUGEPAGES_DIR) -> C
     mounts: list[Mount] = []
     if rec.run_dir is not None:
         mounts.append(Mount(DEVINFO_DIR, f"{rec.run_dir}/{DEVINFO_SUBDIR}"))
-        if vfio:
-            mounts.append(Mount(HUGEPAGES_DIR, hugepages_source, options=("rbind", "rw")))
-            mounts.append(Mount(DPDK_RUNTIME_DIR, f"{rec.run_dir}/{DPDK_SUBDIR}", options=("rbind", "rw")))
+    for step in rec.steps:
+        step_mounts, step_env = _from_notes(step.notes)
+        mounts += step_mounts
+        env += step_env
 
     status = [
         {

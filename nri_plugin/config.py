@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from host_side.errors import ConfigError
-from host_side.toml_table import REQUIRED, TomlTable, parse_toml
+from host_side.toml_table import REQUIRED, TomlTable, parse_toml, read_config
 from nri_plugin.demand import DemandDefaults, Mode
 from nri_plugin.lifecycle import LifecycleConfig
+
+if TYPE_CHECKING:
+    from host_side.client import HostClient
 
 DEFAULT_PATH = Path("/etc/vfhotplug/nri.toml")
 
@@ -34,6 +37,33 @@ class HostEndpoint:
     server_name: str | None = None
     timeout_s: float = 10.0
 
+    def connect(self) -> HostClient:
+        from host_side.client import HostClient  # grpc is heavy: the hooks' fast paths never import it
+
+        return HostClient(self.target, ca=self.ca, cert=self.cert, key=self.key, server_name=self.server_name)
+
+
+@dataclass(frozen=True)
+class VppConfig:
+    """[vpp]: present means vpp-mode pods are served by the VM's VPP at `socket`."""
+
+    socket: Path = Path("/run/vpp/api.sock")
+    api_dirs: tuple[Path, ...] | None = (Path("/usr/share/vpp/api"),)  # None: fetch them from VPP
+    memif_dir: Path = Path("/run/vfhotplug/memif")
+    check_interval_s: float = 2.0  # how soon a VPP restart is noticed and the pods re-created
+
+
+@dataclass(frozen=True)
+class DpdkConfig:
+    runtime_root: Path = Path("/run/vfhotplug/dpdk")
+    hugepages: Path = Path("/dev/hugepages")
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    poll_interval_s: float = 5.0
+    metrics_address: tuple[str, int] | None = None  # Prometheus /metrics; None: not served
+
 
 @dataclass(frozen=True)
 class PluginConfig:
@@ -43,6 +73,9 @@ class PluginConfig:
     state_dir: Path
     sysfs_root: Path
     log_level: str = "INFO"
+    vpp: VppConfig | None = None
+    dpdk: DpdkConfig = DpdkConfig()
+    health: HealthConfig = HealthConfig()
 
 
 def parse(text: str, path: Path) -> PluginConfig:
@@ -101,11 +134,19 @@ def parse(text: str, path: Path) -> PluginConfig:
         run_dir=run_dir,
         margin_s=pt.seconds("deadline_margin_s", 0.4),
         host_timeout_s=host.timeout_s,
-        hugepages_source=pt.text("hugepages", "/dev/hugepages"),
     )
     sysfs_root = pt.path("sysfs_root", "/sys")
     assert sysfs_root is not None
     pt.finish()
+    vpp = _vpp(top.table("vpp"), path)
+    dt = top.table("dpdk") or TomlTable({}, "dpdk", path)
+    runtime_root, hugepages = (
+        dt.path("runtime_root", "/run/vfhotplug/dpdk"),
+        dt.path("hugepages", "/dev/hugepages"),
+    )
+    assert runtime_root is not None and hugepages is not None
+    dt.finish()
+    health = _health(top.table("health") or TomlTable({}, "health", path))
     top.finish()
     return PluginConfig(
         nri=nri,
@@ -114,14 +155,37 @@ def parse(text: str, path: Path) -> PluginConfig:
         state_dir=state_dir,
         sysfs_root=sysfs_root,
         log_level=log_level,
+        vpp=vpp,
+        dpdk=DpdkConfig(runtime_root, hugepages),
+        health=health,
     )
 
 
+def _vpp(vt: TomlTable | None, path: Path) -> VppConfig | None:
+    if vt is None:
+        return None
+    sock, memif_dir = vt.path("socket", "/run/vpp/api.sock"), vt.path("memif_dir", "/run/vfhotplug/memif")
+    assert sock is not None and memif_dir is not None
+    dirs = vt.strings("api_dirs", ["/usr/share/vpp/api"])
+    # An empty list: fetch the definitions from VPP itself (get_api_json, VPP >= 24.06).
+    api_dirs = tuple(path.parent / d for d in dirs) if dirs else None  # relative: to the config file
+    cfg = VppConfig(sock, api_dirs, memif_dir, vt.seconds("check_interval_s", 2.0))
+    vt.finish()
+    return cfg
+
+
+def _health(ht: TomlTable) -> HealthConfig:
+    interval = ht.seconds("poll_interval_s", 5.0)
+    addr = ht.text("metrics_address")
+    metrics = None
+    if addr is not None:
+        host, _, port = addr.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ht.error("metrics_address", f"{addr!r} is not host:port, e.g. '127.0.0.1:9108'")
+        metrics = (host.strip("[]"), int(port))
+    ht.finish()
+    return HealthConfig(interval, metrics)
+
+
 def load(path: Path) -> PluginConfig:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(
-            f"cannot read config {path}: {e.strerror}; pass --config with a readable file"
-        ) from e
-    return parse(text, path)
+    return parse(read_config(path), path)

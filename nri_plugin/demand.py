@@ -16,8 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from host_side.contract import VfRequest
-
-ANNOTATION = "vfhotplug.io/vfs"
+from nri_plugin.annotations import ANNOTATION as ANNOTATION  # re-exported: part of the contract
 
 # Linux IFNAMSIZ is 16 including the terminating NUL.
 _IFNAME_MAX = 15

@@ -10,23 +10,28 @@ reconcile: after a restart, finish or undo what records say was half done, then 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from host_side.contract import GrantedVf, HostApi, HostCallError
-from nri_plugin.adjustment import DEVINFO_SUBDIR, DPDK_SUBDIR, build_adjustment, device_info_files
+from nri_plugin.adjustment import DEVINFO_SUBDIR, build_adjustment, device_info_files
 from nri_plugin.binder import Binder, BindError
 from nri_plugin.demand import DemandDefaults, DemandError, Mode, PodDemand, VfSlot, parse_demand
 from nri_plugin.guest_devices import DeviceFinder, Expected
 from nri_plugin.netlink import GuestNetlink
 from nri_plugin.nri_types import ContainerAdjustment
 from nri_plugin.records import (
+    JOURNAL_SUBDIR,
+    PODS_SUBDIR,
+    Entry,
     OwedRelease,
     PodRecord,
     PodState,
@@ -75,13 +80,23 @@ class PodStep(Protocol):
     def undo(self, rec: PodRecord, notes: Mapping[str, str]) -> None: ...
 
 
+@runtime_checkable
+class ReconcilingStep(PodStep, Protocol):
+    """A step whose objects live in an outside system (VPP) that can lose or keep them behind our back.
+
+    `reconcile` matches that system to the pods `live()` lists (called under the step's own lock, so no
+    apply or undo interleaves) and returns new notes for pods whose objects it re-created.
+    """
+
+    def reconcile(self, live: Callable[[], Sequence[PodRecord]]) -> Mapping[str, dict[str, str]]: ...
+
+
 @dataclass(frozen=True)
 class LifecycleConfig:
     defaults: DemandDefaults
     run_dir: Path  # per-pod folders: device-info files, DPDK runtime folder
     margin_s: float = 0.4  # time kept back from the runtime's deadline for a rollback
     host_timeout_s: float = 10.0  # release and sync outside a runtime deadline
-    hugepages_source: str = "/dev/hugepages"
 
 
 @dataclass(frozen=True)
@@ -110,17 +125,25 @@ class PodLifecycle:
         config: LifecycleConfig,
         steps: Sequence[PodStep] = (),
         poll_interval_s: float = 0.1,
+        crash_after: str | None = None,
     ) -> None:
         self.host = host
+        # Tests only (VFHOTPLUG_CRASH_AFTER): SIGKILL ourselves right after the named step is on disk.
+        self._crash_after = crash_after
         self.config = config
-        self.store = RecordStore(records_dir / "pods")
-        self.journal = ReleaseJournal(records_dir / "journal")
+        self.store = RecordStore(records_dir / PODS_SUBDIR)
+        self.journal = ReleaseJournal(records_dir / JOURNAL_SUBDIR)
         self._locks = _Locks()
+        self._background: list[threading.Thread] = []
         self.worker = ReleaseWorker(self.journal, host, timeout_s=config.host_timeout_s, pod_guard=self._pod)
         self._sysfs = sysfs
         self._finder = DeviceFinder(sysfs, netlink, poll_interval_s)
         self._binder = Binder(sysfs, netlink)
         self._steps = tuple(steps)
+
+    @property
+    def steps(self) -> tuple[PodStep, ...]:
+        return self._steps
 
     # -- entry points ---------------------------------------------------------------------------------
     def prepare(
@@ -132,11 +155,12 @@ class PodLifecycle:
         deadline: float,
         *,
         netns_later: bool = False,
+        entry: Entry = Entry.NRI,
     ) -> PodRecord | None:
         """Give the pod its VFs; None when it asks for none. `deadline` is a time.monotonic() value.
 
         With `netns_later` (OCI hooks: the netns does not exist yet) kernel-mode VFs stay in the guest's
-        netns until `enter_netns`.
+        netns until `enter_netns`. `entry` names who manages the pod (see `reconcile`).
 
         Raises:
             PodError: the demand is bad or a step failed; nothing is left allocated (a host release that
@@ -174,16 +198,24 @@ class PodLifecycle:
                 # The stamp keeps ids unique when a pod uid comes back after its counter was forgotten.
                 request_id=f"{pod_uid}/{attempt}/{time.time_ns():x}",
                 slots=demand.slots,
+                entry=entry,
             )
             self.store.save(rec)
+            self._crash_point("preparing")
             step = "host attach"
             try:
                 for step, action in self._plan(demand):
                     self._check_time(deadline, step)
                     rec = action(rec, deadline)
                     self.store.save(rec)
+                    self._crash_point(step)
             except Exception as e:  # any failure, bugs included, must roll back
                 log.warning("pod %s (%s): %s failed (%s); rolling back", pod_name, pod_uid, step, e)
+                if deadline - time.monotonic() < self.config.margin_s:
+                    # Undoing now would overrun the runtime's deadline, and containerd drops a plugin
+                    # that answers late; answer now and undo in the background (the record says so).
+                    self._teardown_later(rec)
+                    raise PodError(pod_uid, pod_name, step, f"{e}; rolling back in the background") from e
                 self._teardown(rec, self._budget(deadline, rollback=True))
                 raise PodError(pod_uid, pod_name, step, f"{e}; rolled back") from e
             log.info(
@@ -230,7 +262,7 @@ class PodLifecycle:
             return None
         if rec is None or rec.state is not PodState.READY:
             return None
-        return build_adjustment(rec, self.config.hugepages_source)
+        return build_adjustment(rec)
 
     def release(self, pod_uid: str, deadline: float | None = None) -> None:
         """Undo everything for the pod and give its VFs back. Idempotent (Stop then Remove, repeats);
@@ -245,9 +277,15 @@ class PodLifecycle:
 
     def reconcile(self, live_pods: Mapping[str, str], deadline: float | None = None) -> ReconcileReport:
         """After a restart: `live_pods` maps the runtime's pod uids to their netns paths. With a deadline
-        (NRI Synchronize) host calls are cut short and what they leave owed goes to the journal."""
-        kept, undone = [], []
+        (NRI Synchronize) host calls are cut short and what they leave owed goes to the journal.
+
+        Only NRI pods are judged against `live_pods`: containers of the OCI hooks share the records folder
+        but not containerd's list, so they are left alone and their VFs kept in the host's Sync."""
+        kept, undone, hooks = [], [], []
         for rec in self.store.all():
+            if rec.entry is not Entry.NRI:
+                hooks.append(rec.pod_uid)
+                continue
             with self._pod(rec.pod_uid):
                 if rec.state is PodState.READY and rec.pod_uid in live_pods:
                     kept.append(rec.pod_uid)
@@ -264,14 +302,37 @@ class PodLifecycle:
                 self.store.forget(uid)
         owed = self.worker.run_once(force=True)  # an explicit resync: no backoff
         with self._locks.guard:
-            keep = sorted(set(kept) | self._locks.busy)
+            keep = sorted(set(kept) | set(hooks) | self._locks.busy)
         try:
             self.host.sync(keep, self._budget(deadline) or self.config.host_timeout_s)
             synced = True
         except HostCallError as e:
             log.warning("host sync failed (%s); the next reconcile retries it", e)
             synced = False
+        self.reconcile_steps()
         return ReconcileReport(tuple(kept), tuple(undone), owed, synced)
+
+    def reconcile_steps(self) -> None:
+        """Let steps with outside state (VPP) match it to the pods in flight or ready; save new notes.
+        Safe to call any time (a background check does, to catch a VPP restart)."""
+        for step in self._steps:
+            if not isinstance(step, ReconcilingStep):
+                continue
+            try:
+                changed = step.reconcile(self._live_records)
+            except Exception:  # the outside system is down or broken: the next round retries
+                log.exception("reconcile of step %s failed; retrying later", step.name)
+                continue
+            for uid, notes in changed.items():
+                with self._pod(uid):
+                    rec = self.store.load(uid)
+                    if rec is None or rec.state is PodState.RELEASING:
+                        continue
+                    steps = tuple(StepDone(d.name, notes) if d.name == step.name else d for d in rec.steps)
+                    self.store.save(replace(rec, steps=steps))
+
+    def _live_records(self) -> list[PodRecord]:
+        return [r for r in self.store.all() if r.state in (PodState.READY, PodState.PREPARING)]
 
     # -- prepare steps --------------------------------------------------------------------------------
     def _plan(self, demand: PodDemand) -> list[tuple[str, _Action]]:
@@ -330,8 +391,6 @@ class PodLifecycle:
         (pod_dir / DEVINFO_SUBDIR).mkdir(parents=True, exist_ok=True)
         for name, text in device_info_files(rec).items():
             write_atomic(pod_dir / DEVINFO_SUBDIR / name, text)
-        if any(vf.slot.mode is Mode.DPDK for vf in rec.vfs):
-            (pod_dir / DPDK_SUBDIR).mkdir(exist_ok=True)
         return rec
 
     def _step_action(self, step: PodStep) -> _Action:
@@ -346,6 +405,7 @@ class PodLifecycle:
         """Undo in reverse, then release on the host; journal the release if the host does not confirm."""
         rec = replace(rec, state=PodState.RELEASING)
         self.store.save(rec)
+        self._crash_point("releasing")
         by_name = {s.name: s for s in self._steps}
         for done in reversed(rec.steps):
             step = by_name.get(done.name)
@@ -366,9 +426,11 @@ class PodLifecycle:
             except BindError as e:
                 # The host's detach takes the VF out of the guest wherever it is; nothing leaks.
                 log.error("pod %s (%s): %s; the host detach will remove it", rec.pod_name, rec.pod_uid, e)
+        self._crash_point("unbound")
         owed = OwedRelease(rec.pod_uid, rec.pod_name, f"{rec.request_id}/release", time.time())
         try:
             settle(self.host, owed, release_timeout_s or self.config.host_timeout_s)
+            self._crash_point("host release")
         except HostCallError as e:
             log.warning(
                 "pod %s (%s): host release not confirmed (%s); journaled", rec.pod_name, rec.pod_uid, e
@@ -381,9 +443,40 @@ class PodLifecycle:
     def _check_supported(self, pod_uid: str, pod_name: str, has_netns: str | bool, demand: PodDemand) -> None:
         for mode in demand.modes:
             if mode is Mode.VPP and not any(s.handles(mode) for s in self._steps):
-                raise PodError(pod_uid, pod_name, "bad demand", "mode vpp is not enabled in this plugin")
+                raise PodError(
+                    pod_uid,
+                    pod_name,
+                    "bad demand",
+                    "mode vpp needs VPP, and no VPP is configured: add a [vpp] table to the plugin config",
+                )
         if Mode.KERNEL in demand.modes and not has_netns:
             raise PodError(pod_uid, pod_name, "bad demand", "kernel mode needs a pod network namespace")
+
+    def _teardown_later(self, rec: PodRecord) -> None:
+        self.store.save(replace(rec, state=PodState.RELEASING))
+
+        def undo() -> None:
+            with self._pod(rec.pod_uid):
+                left = self.store.load(rec.pod_uid)
+                if left is not None and left.state is PodState.RELEASING:
+                    self._teardown(left)
+
+        t = threading.Thread(target=undo, name=f"rollback-{rec.pod_uid}", daemon=True)
+        with self._locks.guard:
+            self._background = [b for b in self._background if b.is_alive()] + [t]
+        t.start()
+
+    def wait_background(self, timeout_s: float) -> bool:
+        """Waits for rollbacks moved to the background; True when none is left running."""
+        deadline = time.monotonic() + timeout_s
+        with self._locks.guard:
+            pending = list(self._background)
+        for t in pending:
+            t.join(max(deadline - time.monotonic(), 0))
+        return not any(t.is_alive() for t in pending)
+
+    def _crash_point(self, step: str) -> None:
+        crash_point(self._crash_after, step)
 
     def _budget(self, deadline: float | None, rollback: bool = False) -> float | None:
         """Time a host call may take before `deadline` (None: no deadline, the configured timeout).
@@ -420,6 +513,13 @@ class PodLifecycle:
                 locks.users[pod_uid] -= 1
                 if not locks.users[pod_uid]:  # last user: drop the lock, the map stays bounded
                     del locks.users[pod_uid], locks.pods[pod_uid]
+
+
+def crash_point(crash_after: str | None, step: str) -> None:
+    """Tests only (VFHOTPLUG_CRASH_AFTER): SIGKILL this process right after ``step``."""
+    if crash_after == step:
+        log.warning("crash injected after %r (VFHOTPLUG_CRASH_AFTER)", step)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _Action(Protocol):

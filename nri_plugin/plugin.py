@@ -8,9 +8,11 @@ names the pod, and for RunPodSandbox that fails the pod).
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from nri_plugin.demand import ANNOTATION
-from nri_plugin.lifecycle import PodLifecycle
+from nri_plugin.lifecycle import PodError, PodLifecycle
 from nri_plugin.nri_types import ContainerAdjustment, ContainerInfo, PodInfo
 from nri_plugin.stub import EventContext
 
@@ -26,6 +28,12 @@ class VfPlugin:
 
         Host calls are cut short at the runtime's deadline; what they leave owed goes to the journal."""
         report = self.lifecycle.reconcile({p.uid: p.netns or "" for p in pods}, deadline=ctx.deadline)
+        # containerd 1.7 starts a pod anyway when the plugin dies in the middle of its RunPodSandbox;
+        # reconcile undid such half-done pods, so give them their VFs now, after answering the runtime.
+        live = {p.uid: p for p in pods}
+        redo = [live[uid] for uid in report.undone if uid in live and ANNOTATION in live[uid].annotations]
+        if redo:
+            threading.Thread(target=self._finish, args=(redo,), name="nri-finish", daemon=True).start()
         log.info(
             "synchronized with %d pods: kept %d, undone %d, releases owed %d, host synced %s",
             len(pods),
@@ -34,6 +42,17 @@ class VfPlugin:
             report.owed,
             report.synced,
         )
+
+    def _finish(self, pods: list[PodInfo]) -> None:
+        for pod in pods:
+            deadline = time.monotonic() + 2 * self.lifecycle.config.host_timeout_s
+            try:
+                self.lifecycle.prepare(
+                    pod.uid, f"{pod.namespace}/{pod.name}", pod.netns or "", pod.annotations, deadline
+                )
+                log.info("pod %s: VFs given after a plugin restart", pod.ref)
+            except PodError as e:
+                log.error("pod %s runs without its VFs: %s", pod.ref, e)
 
     def run_pod_sandbox(self, pod: PodInfo, ctx: EventContext) -> None:
         if ANNOTATION not in pod.annotations:

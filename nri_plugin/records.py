@@ -28,12 +28,22 @@ from nri_plugin.demand import Mode, VfSlot
 log = logging.getLogger(__name__)
 
 _UID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# Inside the records folder both entries share (the NRI plugin's and the OCI hooks').
+PODS_SUBDIR = "pods"
+JOURNAL_SUBDIR = "journal"
 
 
 class PodState(StrEnum):
     PREPARING = "preparing"
     READY = "ready"
     RELEASING = "releasing"
+
+
+class Entry(StrEnum):
+    """Which entry manages a pod; both share one records folder."""
+
+    NRI = "nri"  # a pod containerd reports: reconciled against containerd's pod list
+    OCI = "oci"  # a container of the OCI hooks: containerd does not know it, its poststop releases it
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,7 @@ class PodRecord:
     steps: tuple[StepDone, ...] = ()
     vfio_container_dev: tuple[int, int] | None = None  # major, minor of /dev/vfio/vfio
     run_dir: str | None = None  # per-pod folder with device-info files and the DPDK runtime folder
+    entry: Entry = Entry.NRI
 
     def with_vf(self, vf: VfBinding) -> PodRecord:
         return replace(self, vfs=tuple(vf if v.grant.lease_id == vf.grant.lease_id else v for v in self.vfs))
@@ -163,6 +174,7 @@ def _from_json(text: str) -> PodRecord:
             "vfs": vfs,
             "steps": tuple(StepDone(s["name"], dict(s["notes"])) for s in raw["steps"]),
             "vfio_container_dev": _pair(raw["vfio_container_dev"]),
+            "entry": Entry(raw.get("entry", Entry.NRI)),  # records written before there were two entries
         }
     )
 
@@ -342,3 +354,25 @@ class ReleaseWorker:
             left = self.run_once()
             self._wake.wait(self._backoff[0] if left else None)
             self._wake.clear()
+
+
+def list_pod_records(records_dir: Path) -> list[PodRecord]:
+    """Every pod record in a records folder, NRI pods and hook-managed containers (`oci/<id>`) alike.
+
+    Read-only, for status views: an unreadable record is logged and skipped, never moved or changed.
+    """
+    out = []
+    for path in sorted((records_dir / PODS_SUBDIR).glob("*.json")):
+        try:
+            out.append(_from_json(path.read_text()))
+        except FileNotFoundError:
+            continue  # released while we listed
+        except (ValueError, KeyError, TypeError) as e:
+            log.error("pod record %s is unreadable (%s); skipped", path, e)
+    return out
+
+
+def list_owed_releases(records_dir: Path) -> list[OwedRelease]:
+    """Host releases still owed (journaled while the host was unreachable), read-only."""
+    journal = records_dir / JOURNAL_SUBDIR
+    return ReleaseJournal(journal).entries() if journal.is_dir() else []

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import re
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,8 +152,11 @@ class VppPods:
         self.vpp = vpp
         self.memif_dir = memif_dir
 
-    def program(self, pod_uid: str, vfs: Sequence[PciAddress]) -> VppPodRecord:
+    def program(
+        self, pod_uid: str, vfs: Sequence[PciAddress], progress: Callable[[str], None] | None = None
+    ) -> VppPodRecord:
         """Attach the VFs, create the pod's memif socket and memifs, cross-connect, set up, tag.
+        ``progress`` hears "vpp attach" once the first VF is VPP's (tests crash the plugin there).
 
         Raises:
             VppPodError: anything failed; what was done is undone first.
@@ -180,6 +183,8 @@ class VppPods:
                 port = self.vpp.attach_vf(pci)
                 done.vfs.append((port.sw_if_index, port.dev_index))
                 self.vpp.set_tag(port.sw_if_index, str(Tag(pod_uid, "vf", n, port.dev_index)))
+                if progress is not None and n == 0:
+                    progress("vpp attach")
                 step = f"memif {n} for VF {pci}"
                 mif = self.vpp.create_memif(done.socket_id, n)
                 done.memifs.append(mif)
@@ -203,9 +208,17 @@ class VppPods:
         Raises:
             VppUnavailable: VPP is down; call again (or reconcile) when it is back.
         """
+        self.remove(record.pod_uid)
+
+    def remove(self, pod_uid: str) -> None:
+        """`undo` by pod uid: the tags and the socket file name find the objects. Idempotent.
+
+        Raises:
+            VppUnavailable: VPP is down; call again (or reconcile) when it is back.
+        """
         self.vpp.connect()
-        self._remove_pod(record.pod_uid)
-        log.info("pod %s: VPP objects and memif socket removed", record.pod_uid)
+        self._remove_pod(pod_uid)
+        log.info("pod %s: VPP objects and memif socket removed", pod_uid)
 
     def reconcile(self, records: Iterable[VppPodRecord]) -> tuple[VppPodRecord, ...]:
         """Make VPP hold exactly the live pods' objects: remove orphans (tags or sockets of pods with no
@@ -222,22 +235,28 @@ class VppPods:
             self.vpp.version()
         except VppUnavailable:
             self.vpp.reconnect()  # VPP restarted: the old connection is dead
-        for uid in sorted(self._tagged_pods() - live.keys()):
+        found, sockets = self.vpp.interfaces(), self.vpp.memif_sockets()
+        orphans = {t.pod_uid for i in found if (t := parse_tag(i.tag)) is not None} - live.keys()
+        for uid in sorted(orphans):
             log.warning("pod %s: no record, removing its leftover VPP objects", uid)
             self._remove_pod(uid)
-        for s in self.vpp.memif_sockets():
-            owner = self._socket_owner(s.filename)
-            if owner is not None and owner not in live:
-                self.vpp.delete_memif_socket(s.socket_id)
+        stale = [
+            s
+            for s in sockets
+            if (owner := self._socket_owner(s.filename)) is not None and owner not in live.keys() | orphans
+        ]
+        for s in stale:
+            self.vpp.delete_memif_socket(s.socket_id)
         if self.memif_dir.is_dir():
             for d in self.memif_dir.iterdir():
                 if d.is_dir() and d.name not in live:
                     shutil.rmtree(d, ignore_errors=True)
-        ifaces = {i.sw_if_index: i for i in self.vpp.interfaces()}
-        sockets = self.vpp.memif_sockets()
+        if orphans or stale:  # the steady state (nothing removed) costs one dump of each
+            found, sockets = self.vpp.interfaces(), self.vpp.memif_sockets()
+        ifaces = {i.sw_if_index: i for i in found}
         out = []
         for rec in live.values():
-            if _intact(rec, ifaces, sockets):
+            if _intact(rec, ifaces, sockets) and Path(rec.socket_path).exists():
                 out.append(rec)
                 continue
             log.warning("pod %s: VPP lost its objects (restart?), re-creating them", rec.pod_uid)
@@ -246,9 +265,6 @@ class VppPods:
         return tuple(out)
 
     # ---- internals ----------------------------------------------------------------------------------
-
-    def _tagged_pods(self) -> set[str]:
-        return {t.pod_uid for i in self.vpp.interfaces() if (t := parse_tag(i.tag)) is not None}
 
     def _socket_owner(self, filename: str) -> str | None:
         path = Path(filename)

@@ -1,1 +1,0 @@
-"""vfhotplug tests."""

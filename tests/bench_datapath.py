@@ -7,11 +7,16 @@ import shutil
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from host_side.contract import GrantedVf
 from host_side.pci import PciAddress
+from nri_plugin.datapath_steps import VppStep
+from nri_plugin.demand import Mode, VfSlot
 from nri_plugin.dpdk_env import DpdkEnvs
 from nri_plugin.dpdk_health import HealthMonitor, Telemetry
+from nri_plugin.records import PodRecord, PodState, StepDone, VfBinding
 from nri_plugin.vpp_pod import VppPods, memif_wiring
 from tests.datapath import testpmd
 from tests.datapath.conftest import make_vpp
@@ -41,6 +46,43 @@ def bench_vpp_programming(tmp: Path) -> None:
         f"vpp: program pod with 2 VFs (attach, memif, xconnect, up, tag), median over {PODS}: "
         f"{statistics.median(program) * 1e3:.2f} ms; undo {statistics.median(undo) * 1e3:.2f} ms (stand-in)"
     )
+
+
+def bench_vpp_reconcile(tmp: Path, pods_n: int = 20) -> None:
+    """The plugin's background VPP check: cost when VPP is intact, and re-creating every pod after a
+    VPP restart (what a vpp pod's data path is down for, plus the check interval)."""
+    with VppStandin(tmp / "api.sock") as standin:
+        vpp = make_vpp(tmp / "api.sock")
+        step = VppStep(VppPods(vpp, tmp / "memif"))
+        recs = []
+        for n in range(pods_n):
+            uid = f"bench-{n:04d}"
+            notes = step.apply(_vpp_record(uid, n), time.monotonic() + 5)
+            recs.append(replace(_vpp_record(uid, n), steps=(StepDone(step.name, notes),)))
+        intact = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            step.reconcile(lambda: recs)
+            intact.append(time.perf_counter() - t0)
+        standin.restart()
+        t0 = time.perf_counter()
+        step.reconcile(lambda: recs)
+        recreate = time.perf_counter() - t0
+        vpp.close()
+    print(
+        f"vpp: background check with {pods_n} intact pods, median over 10: "
+        f"{statistics.median(intact) * 1e3:.1f} ms; re-create all {pods_n} after a VPP restart: "
+        f"{recreate * 1e3:.0f} ms (stand-in)"
+    )
+
+
+def _vpp_record(uid: str, n: int) -> PodRecord:
+    vfs = []
+    for i in range(2):
+        gpci = PciAddress(0, 0x40 + n, 0, i)
+        grant = GrantedVf(f"L{n}-{i}", "net", gpci, gpci, "02:fe:00:00:00:01", 0, None, 0)
+        vfs.append(VfBinding(VfSlot(0, "net", Mode.VPP, f"net{i}"), grant, gpci, bound=True))
+    return PodRecord(uid, "bench", "", PodState.READY, 1, uid, tuple(v.slot for v in vfs), tuple(vfs))
 
 
 def bench_dpdk(tmp: Path) -> None:
@@ -131,6 +173,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="vfh-bench-"))
     try:
         bench_vpp_programming(tmp)
+        bench_vpp_reconcile(tmp)
         bench_dpdk(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

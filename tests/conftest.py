@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,11 @@ def containerd() -> Iterator[Containerd]:
     )
     if setup.returncode != 0:
         pytest.fail(f"testbed/containerd/setup.sh failed:\n{setup.stdout}{setup.stderr}")
-    instance = Containerd(default_prefix(), "main")
+    # The request timeout of the shipped config/containerd/nri.toml: tests run what users deploy (and
+    # a loaded 2-core CI machine must not turn a cold two-VF attach into a dropped plugin).
+    shipped = tomllib.loads((REPO / "config/containerd/nri.toml").read_text())
+    timeout = shipped["plugins"]["io.containerd.nri.v1.nri"]["plugin_request_timeout"]
+    instance = Containerd(default_prefix(), "main", nri_request_timeout=timeout)
     instance.start()
     instance.remove_all_pods()  # left over by an interrupted earlier run
     try:

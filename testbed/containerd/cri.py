@@ -77,14 +77,28 @@ def create_container(
     image: str = BUSYBOX_IMAGE,
     command: Sequence[str] = ("sleep", "3600"),
     annotations: Mapping[str, str] | None = None,
+    ro_mounts: Mapping[str, str] | None = None,
+    add_capabilities: Sequence[str] = (),
     timeout: float = DEFAULT_TIMEOUT,
 ) -> str:
-    """CreateContainer in the pod; returns the container id."""
+    """CreateContainer in the pod; returns the container id.
+
+    ``ro_mounts`` maps container paths to host paths bound read-only; ``add_capabilities`` names
+    capabilities without the CAP_ prefix (e.g. IPC_LOCK)."""
     config = api_pb2.ContainerConfig(
         metadata=api_pb2.ContainerMetadata(name=name, attempt=0),
         image=api_pb2.ImageSpec(image=image),
         command=list(command),
         annotations=dict(annotations or {}),
+        mounts=[
+            api_pb2.Mount(container_path=dst, host_path=src, readonly=True)
+            for dst, src in (ro_mounts or {}).items()
+        ],
+        linux=api_pb2.LinuxContainerConfig(
+            security_context=api_pb2.LinuxContainerSecurityContext(
+                capabilities=api_pb2.Capability(add_capabilities=list(add_capabilities))
+            )
+        ),
     )
     req = api_pb2.CreateContainerRequest(pod_sandbox_id=pod_id, config=config, sandbox_config=pod_config)
     resp: api_pb2.CreateContainerResponse = rt.CreateContainer(req, timeout=timeout)

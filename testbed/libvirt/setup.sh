@@ -3,6 +3,7 @@
 # guest image under build/libvirt: the Debian kernel as a PVH vmlinux plus a busybox initramfs whose init
 # reports PCI hot-plug (with the NIC's MAC) on the serial console. Safe to run again; it only redoes what
 # is missing. Facts behind the choices: shared notes "libvirt-qemu-lab" (tier C).
+# --no-start: packages and guest image only (the lab runs its own private libvirtd).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
@@ -29,4 +30,4 @@ if [ ! -s "$OUT/vmlinux" ] || [ ! -s "$OUT/initramfs.cpio.gz" ] \
   echo "$initramfs_sum" > "$OUT/initramfs.sum"
 fi
 
-bash testbed/libvirt/start.sh
+[ "${1:-}" = --no-start ] || bash testbed/libvirt/start.sh

@@ -83,6 +83,7 @@ class FakeHotplug(_Persisted):
         self.attach_error: HostSideError | None = None  # raised by the next attach (after nothing changed)
         self.attach_hangs = False  # next attach: QEMU takes the device but no event comes in time
         self.attach_calls = 0
+        self.refuse_detach = False  # the guest answers the unplug with DEVICE_REMOVAL_FAILED
         # When set: attach signals `attach_entered` and waits for `attach_gate` (a slow QEMU/guest).
         self.attach_gate: threading.Event | None = None
         self.attach_entered = threading.Event()
@@ -162,6 +163,10 @@ class FakeHotplug(_Persisted):
             d = self.domains.get(domain)
             if d is None or alias not in d.devices:
                 return  # libvirt 99 (device missing) / no domain: the device is gone
+            if self.refuse_detach:
+                raise PreconditionFailed(
+                    f"VM {domain} refused to release {alias} (DEVICE_REMOVAL_FAILED); the device stays"
+                )
             if d.paused:
                 # QEMU asks the guest, which does not answer while paused: DEVICE_REMOVED comes on resume.
                 if alias not in d.detach_pending:

@@ -23,6 +23,7 @@ from tests.host.fakes import (
     VIR_ERR_CONFIG_UNSUPPORTED,
     VIR_ERR_NO_SUPPORT,
     VIR_ERR_SYSTEM_ERROR,
+    VIR_ERR_XML_ERROR,
     libvirt_error,
 )
 from tests.host.sysfs_tree import set_numvfs
@@ -111,13 +112,26 @@ def test_later_failure_gives_back_vfs_already_plugged(bed: Bed):
             PreconditionFailed,
         ),
         (libvirt_error(VIR_ERR_SYSTEM_ERROR, "Device 0000:3c:00.0 not found"), PreconditionFailed),
-        (BackendUnavailable("libvirt error 38: Cannot write data: Broken pipe"), BackendUnavailable),
+        (libvirt_error(VIR_ERR_XML_ERROR, "Invalid PCI address bus='0x1ff', must be <= 0xFF"), HostSideError),
     ],
 )
-def test_libvirt_errors_pass_through_with_nothing_left(bed: Bed, err, expect):
+def test_libvirt_refusals_pass_through_with_nothing_left(bed: Bed, err, expect):
     bed.hotplug.attach_error = err
     with pytest.raises(expect):
         attach(bed)
+    assert states(bed) == {"free": 16}
+
+
+def test_libvirt_lost_mid_attach_quarantines_until_libvirt_can_tell(bed: Bed):
+    bed.hotplug.attach_error = BackendUnavailable("libvirt error 38: Cannot write data: Broken pipe")
+    with pytest.raises(BackendUnavailable):
+        attach(bed)
+    (le,) = bed.engine.leases(None)
+    assert le.state == "quarantined" and (le.reason or "").startswith("attach outcome unknown")
+    bed.engine.reconcile()  # the device could still arrive: one attach timeout of patience
+    assert lease(bed, le.lease_id).state == "quarantined"
+    bed.store._db.execute("UPDATE vfs SET since = since - 60 WHERE lease_id=?", (le.lease_id,))
+    bed.engine.reconcile()  # libvirt says it never came
     assert states(bed) == {"free": 16}
 
 
@@ -134,7 +148,7 @@ def test_attach_timeout_quarantines_and_reconcile_waits_for_the_truth(bed: Bed):
     with pytest.raises(DeadlineExceeded):
         attach(bed)
     (le,) = bed.engine.leases(None)
-    assert le.state == "quarantined" and (le.reason or "").startswith("attach timed out")
+    assert le.state == "quarantined" and (le.reason or "").startswith("attach outcome unknown")
     # The device did arrive late: reconcile unplugs it (a quarantined lease with its device present).
     bed.engine.reconcile()
     assert bed.hotplug.plugged_vfs() == {} and states(bed) == {"free": 16}
@@ -278,3 +292,30 @@ def test_reconcile_leaves_an_attach_in_flight_alone(bed: Bed):
     bed.hotplug.attach_gate.set()
     worker.join(5)
     assert lease(bed, le.lease_id).state == "attached" and len(result) == 1
+
+
+def test_a_retry_racing_its_original_waits_and_gets_the_same_answer(bed: Bed):
+    bed.hotplug.attach_gate = threading.Event()
+    results: list[object] = []
+    threads = [threading.Thread(target=lambda: results.append(attach(bed))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    assert bed.hotplug.attach_entered.wait(5)
+    bed.hotplug.attach_gate.set()
+    for t in threads:
+        t.join(5)
+    assert len(results) == 2 and results[0] == results[1]
+    assert bed.hotplug.attach_calls == 1 and len(bed.engine.leases(None)) == 1
+
+
+def test_a_guest_refusing_the_unplug_quarantines_until_it_lets_go(bed: Bed):
+    (vf,) = attach(bed)
+    bed.hotplug.refuse_detach = True
+    out = bed.engine.release(bed.vm(), "pod1", [], "rel1", later())
+    assert out.quarantined == (vf.lease_id,)
+    le = lease(bed, vf.lease_id)
+    assert le.state == "quarantined" and "refused" in (le.reason or "")
+    assert str(vf.host_pci) in bed.hotplug.plugged_vfs()
+    bed.hotplug.refuse_detach = False
+    bed.engine.reconcile()
+    assert bed.store.get(vf.lease_id) is None and bed.hotplug.plugged_vfs() == {}

@@ -13,7 +13,7 @@ from host_side import admin_cli
 from host_side.api import hostplug_pb2 as pb
 from host_side.api import hostplug_pb2_grpc as pb_grpc
 from host_side.backend import lease_alias
-from host_side.contract import HostCallError, VfRequest
+from host_side.contract import HostApi, HostCallError, VfRequest
 from host_side.errors import Exhausted, HostSideError
 from host_side.metrics import Metrics
 from host_side.server import status_of
@@ -22,7 +22,8 @@ from tests.host.conftest import Pki, Service, free_port, running_service
 
 def test_attach_list_health_release_over_mtls(service: Service):
     with service.client("vm-a") as c:
-        (vf,) = c.attach("uid-1", "web-0", [VfRequest("net", vlan=5)], "rid-1", timeout_s=10)
+        api: HostApi = c  # what the VM side types against (checked by mypy)
+        (vf,) = api.attach("uid-1", "web-0", [VfRequest("net", vlan=5)], "rid-1", timeout_s=10)
         assert vf.vlan == 5 and vf.guest_pci is not None
         assert service.bed.hotplug.plugged_vfs() == {str(vf.host_pci): ("dom-vm-a", lease_alias(vf.lease_id))}
         (le,) = c.list_leases()

@@ -5,10 +5,10 @@ import pytest
 
 from host_side.contract import GrantedVf
 from host_side.pci import PciAddress
-from nri_plugin.adjustment import build_adjustment, device_info_files, pool_env_name
+from nri_plugin.adjustment import build_adjustment, container_notes, device_info_files, pool_env_name
 from nri_plugin.demand import Mode, VfSlot
 from nri_plugin.nri_types import Device, Mount
-from nri_plugin.records import PodRecord, PodState, VfBinding
+from nri_plugin.records import PodRecord, PodState, StepDone, VfBinding
 
 
 def vf(i: int, pool: str, mode: Mode, group: str | None = None) -> VfBinding:
@@ -31,11 +31,26 @@ REC = PodRecord(
     (vf(0, "fast", Mode.DPDK, "16"), vf(1, "fast", Mode.DPDK, "16"), vf(2, "mgmt-1", Mode.KERNEL)),
     vfio_container_dev=(10, 196),
     run_dir="/run/vfhotplug/pods/u1",
+    steps=(
+        StepDone(
+            "dpdk env",
+            {
+                "file_prefix": "vfhx",
+                **container_notes(
+                    [
+                        Mount("/var/run/dpdk", "/run/vfhotplug/dpdk/u1", options=("rbind", "rw")),
+                        Mount("/dev/hugepages", "/mnt/huge", options=("rbind", "rw")),
+                    ],
+                    [("VFHOTPLUG_DPDK_FILE_PREFIX", "vfhx")],
+                ),
+            },
+        ),
+    ),
 )
 
 
 def test_dpdk_and_kernel_vfs():
-    adj = build_adjustment(REC, hugepages_source="/mnt/huge")
+    adj = build_adjustment(REC)
     # Two VFs in one IOMMU group need the group node once.
     assert adj.devices == (
         Device("/dev/vfio/vfio", 10, 196, file_mode=0o666),
@@ -46,10 +61,11 @@ def test_dpdk_and_kernel_vfs():
     assert env["PCIDEVICE_VFHOTPLUG_IO_MGMT_1"] == "0000:12:00.0"
     assert env["VFHOTPLUG_IFNAMES"] == "net1,net2,net3"
     assert env["VFHOTPLUG_MODES"] == "dpdk,dpdk,kernel"
+    assert env["VFHOTPLUG_DPDK_FILE_PREFIX"] == "vfhx"  # from the step's notes
     assert adj.mounts == (
         Mount("/var/run/k8s.cni.cncf.io/devinfo/dp", "/run/vfhotplug/pods/u1/devinfo"),
+        Mount("/var/run/dpdk", "/run/vfhotplug/dpdk/u1", options=("rbind", "rw")),
         Mount("/dev/hugepages", "/mnt/huge", options=("rbind", "rw")),
-        Mount("/var/run/dpdk", "/run/vfhotplug/pods/u1/dpdk", options=("rbind", "rw")),
     )
     status = json.loads(dict(adj.annotations)["vfhotplug.io/status"])
     assert status[2] == {
@@ -64,7 +80,7 @@ def test_dpdk_and_kernel_vfs():
 
 
 def test_kernel_only_pod_has_no_devices_and_no_dpdk_mounts():
-    rec = replace(REC, vfs=(REC.vfs[2],), vfio_container_dev=None)
+    rec = replace(REC, vfs=(REC.vfs[2],), vfio_container_dev=None, steps=())
     adj = build_adjustment(rec)
     assert adj.devices == ()
     assert [m.destination for m in adj.mounts] == ["/var/run/k8s.cni.cncf.io/devinfo/dp"]

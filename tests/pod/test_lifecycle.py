@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from host_side.contract import VfRequest
+from nri_plugin.datapath_steps import DpdkEnvStep
 from nri_plugin.demand import ANNOTATION, Mode
+from nri_plugin.dpdk_env import DpdkEnvs, file_prefix
 from nri_plugin.lifecycle import PodError
 from nri_plugin.netlink import GuestNetlink, MovedLink
 from nri_plugin.records import PodRecord, PodState
@@ -36,6 +38,10 @@ def vf_netdevs(netns: str) -> list[str]:
 
 
 def assert_clean(guest: Guest, *netns: str) -> None:
+    # A failure close to the deadline rolls back in the background: give that a moment.
+    end = time.monotonic() + 5
+    while (guest.host.leases or guest.lifecycle().store.all()) and time.monotonic() < end:
+        time.sleep(0.05)
     assert guest.host.leases == {}
     assert guest.backend.live_devices("vm1") == {}
     assert guest.lifecycle().store.all() == []
@@ -77,10 +83,16 @@ def test_kernel_mode_two_vfs_into_the_pod_and_back(guest: Guest, make_netns):
     assert len(guest.host.calls) == calls and life.adjustment("u1") is None
 
 
-def test_dpdk_mode_binds_vfio_and_gives_back_with_journaled_release(guest: Guest):
-    life = guest.lifecycle()
+def test_dpdk_mode_binds_vfio_and_gives_back_with_journaled_release(guest: Guest, tmp_path: Path):
+    huge = tmp_path / "huge"
+    huge.mkdir()
+    life = guest.lifecycle(steps=[DpdkEnvStep(DpdkEnvs(tmp_path / "dpdk", huge))])
     rec = life.prepare("u2", "pod-2", "", {ANNOTATION: '[{"count": 2, "mode": "dpdk"}]'}, soon())
     assert rec is not None
+    prefix = file_prefix("u2")
+    # what EAL would leave in the hugepage folder: this pod's pages and another pod's
+    (huge / f"{prefix}map_0").write_bytes(b"")
+    (huge / "vfhothermap_0").write_bytes(b"")
     pcis = [str(vf.guest_pci) for vf in rec.vfs]
     devices = guest.sysfs.root / "bus/pci/devices"
     assert [(devices / p / "driver").readlink().name for p in pcis] == ["vfio-pci", "vfio-pci"]
@@ -96,16 +108,21 @@ def test_dpdk_mode_binds_vfio_and_gives_back_with_journaled_release(guest: Guest
     devinfo = Path(rec.run_dir or "") / "devinfo"
     docs = [json.loads(p.read_text()) for p in sorted(devinfo.iterdir())]
     assert [d["pci"]["pci-address"] for d in docs] == pcis and docs[0]["version"] == "1.1.0"
-    assert {m.destination for m in adj.mounts} == {
-        "/var/run/k8s.cni.cncf.io/devinfo/dp",
-        "/dev/hugepages",
-        "/var/run/dpdk",
+    mounts = {m.destination: m.source for m in adj.mounts}
+    assert mounts == {
+        "/var/run/k8s.cni.cncf.io/devinfo/dp": f"{rec.run_dir}/devinfo",
+        "/dev/hugepages": str(huge),
+        "/var/run/dpdk": str(tmp_path / "dpdk" / "u2"),
     }
+    assert Path(mounts["/var/run/dpdk"]).is_dir()
+    assert f"--file-prefix={prefix}" in dict(adj.env)["VFHOTPLUG_DPDK_EAL_ARGS"].split()
 
     guest.host.up = False  # the release cannot reach the host: journaled, local undo done anyway
     life.release("u2")
     assert [(devices / p / "driver").readlink().name for p in pcis] == ["iavf", "iavf"]
     assert not devinfo.exists()
+    assert not (tmp_path / "dpdk" / "u2").exists()
+    assert sorted(p.name for p in huge.iterdir()) == ["vfhothermap_0"]
     assert [e.pod_uid for e in life.journal.entries()] == ["u2"] and len(guest.host.leases) == 2
     assert life.worker.run_once() == 1  # still down: kept
     guest.host.up = True
@@ -137,7 +154,7 @@ def test_bad_demand_fails_without_host_call(guest: Guest, annotation, field):
 
 
 def test_vpp_mode_needs_its_datapath_step(guest: Guest):
-    with pytest.raises(PodError, match="mode vpp is not enabled"):
+    with pytest.raises(PodError, match="no VPP is configured"):
         guest.lifecycle().prepare("u4", "pod-4", "", {ANNOTATION: '[{"mode": "vpp"}]'}, soon())
     assert guest.host.calls == []
 
@@ -162,17 +179,21 @@ def test_host_down(guest: Guest, make_netns):
 def test_host_slow_past_the_deadline(guest: Guest, make_netns):
     guest.host.attach_delay_s = 5.0
     start = time.monotonic()
+    lc = guest.lifecycle()
     with pytest.raises(PodError, match="DEADLINE_EXCEEDED"):
-        guest.lifecycle().prepare("u7", "pod-7", make_netns(), {ANNOTATION: "2"}, start + 1.0)
+        lc.prepare("u7", "pod-7", make_netns(), {ANNOTATION: "2"}, start + 1.0)
     # The host call got the deadline minus the rollback margin, not the runtime's whole budget.
     assert guest.host.attach_timeouts[0] <= 1.0 - guest.config.margin_s
+    assert lc.wait_background(10)  # too late to undo inside the call: undone right after
     assert_clean(guest)
 
 
 def test_deadline_already_near_aborts_before_the_host(guest: Guest, make_netns):
+    lc = guest.lifecycle()
     with pytest.raises(PodError, match="rollback margin"):
-        guest.lifecycle().prepare("u8", "pod-8", make_netns(), {ANNOTATION: "1"}, time.monotonic() + 0.1)
+        lc.prepare("u8", "pod-8", make_netns(), {ANNOTATION: "1"}, time.monotonic() + 0.1)
     assert "attach" not in guest.host.calls
+    assert lc.wait_background(10)
     assert_clean(guest)
 
 
@@ -189,8 +210,10 @@ def test_netdev_never_appears(guest: Guest, make_netns):
 
     guest.backend.attach = attach_without_netdev  # type: ignore[method-assign]
     pod = make_netns()
+    lc = guest.lifecycle()
     with pytest.raises(PodError, match=r"PCI 0000:10:00.0 MAC 02:fe:.*: PCI device present, no netdev yet"):
-        guest.lifecycle().prepare("u9", "pod-9", pod, {ANNOTATION: "1"}, soon(1.0))
+        lc.prepare("u9", "pod-9", pod, {ANNOTATION: "1"}, soon(1.0))
+    assert lc.wait_background(10)
     assert_clean(guest, pod)
 
 
