@@ -4,7 +4,7 @@ VENV    := .venv/.stamp
 PROTOC  := $(PY) -m grpc_tools.protoc
 PKGS    := nri_plugin oci_hooks host_side testbed lab
 
-.PHONY: demo test lab bench lint type proto check testbeds testbed-containerd testbed-libvirt testbed-dpdk testbed-oci testbed-lab clean
+.PHONY: demo test lab lab-d bench lint type proto check testbeds testbed-containerd testbed-libvirt testbed-dpdk testbed-oci testbed-lab testbed-lab-d clean
 
 $(VENV): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
@@ -35,8 +35,16 @@ testbed-lab: $(VENV)
 demo: $(VENV) testbed-lab
 	$(PY) -m lab.demo
 
-lab: $(VENV) testbed-lab
+# Tier D of the lab: QEMU 10 (trixie chroot) with an igb SR-IOV PF plays the physical host; inside it
+# libvirtd 9.0 and vfhotplug-host hot-plug real igbvf VFs into an inner guest (~4 min, 3 GB RAM).
+testbed-lab-d: $(VENV)
+	bash lab/tier_d/setup.sh
+
+lab: $(VENV) testbed-lab testbed-lab-d
 	$(PY) -m pytest -q -m lab tests/lab
+
+lab-d: $(VENV) testbed-lab-d
+	$(PY) -m pytest -q -m lab tests/lab/test_tier_d.py
 
 test: $(VENV) testbeds
 	$(PY) -m pytest -q -m "not lab"

@@ -19,17 +19,9 @@ mkdir -p "$OUT"
 initramfs_sum=$(cat testbed/libvirt/build_initramfs.sh testbed/libvirt/guest-init.sh | sha256sum | cut -d' ' -f1)
 if [ ! -s "$OUT/vmlinux" ] || [ ! -s "$OUT/initramfs.cpio.gz" ] \
   || [ "$(cat "$OUT/initramfs.sum" 2>/dev/null)" != "$initramfs_sum" ]; then
-  kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-  [ -n "$kpkg" ] || { echo "set-up: cannot find the kernel package linux-image-amd64 depends on" >&2; exit 1; }
-  kver=${kpkg#linux-image-}
-  mkdir -p "$OUT/dl"
-  if ! ls "$OUT"/dl/"${kpkg}"_*.deb >/dev/null 2>&1; then
-    echo "set-up: downloading $kpkg"
-    (cd "$OUT/dl" && apt-get download -qq "$kpkg" 2>/dev/null)
-  fi
   kroot=$(mktemp -d "$OUT/kroot.XXXXXX")
   trap 'rm -rf "$kroot"' EXIT
-  dpkg-deb -x "$OUT"/dl/"${kpkg}"_*.deb "$kroot"
+  kver=$(bash testbed/libvirt/kernel.sh "$kroot")
   # PVH boot of the uncompressed ELF is ~2 s faster under TCG than the bzImage; it is the xz stream
   # inside vmlinuz.
   python3 testbed/libvirt/extract_vmlinux.py "$kroot/boot/vmlinuz-$kver" "$OUT/vmlinux.tmp"
