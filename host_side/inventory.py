@@ -19,6 +19,7 @@ from pathlib import Path
 
 from host_side.backend import VfRef
 from host_side.config import PoolConfig
+from host_side.errors import ConfigError
 from host_side.pci import PciAddress
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,16 @@ class SysfsInventory:
             pci = PciAddress.parse(pf)
             return pci if self._dev(str(pci)).is_dir() else None
         name = self._link_name(self._root / "class/net" / pf / "device")
-        return PciAddress.parse(name) if name else None
+        if not name:
+            return None
+        try:
+            return PciAddress.parse(name)
+        except ValueError:
+            # e.g. a virtio NIC: its device link names "virtioN", not a PCI function
+            raise ConfigError(
+                f"PF {pf!r} is not a PCI network device (its device is {name!r}); name an SR-IOV PF "
+                "by netdev or PCI address in [pools.*] pfs"
+            ) from None
 
     def _pf_netdev(self, pf: str, pci: PciAddress) -> str:
         if ":" not in pf:

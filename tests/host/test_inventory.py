@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from host_side.config import PoolConfig
+from host_side.errors import ConfigError
 from host_side.inventory import SysfsInventory
 from host_side.pci import PciAddress
 from tests.host.sysfs_tree import add_device, bind_driver, make_pf, set_iommu_group, set_numvfs
@@ -63,3 +66,14 @@ def test_rescan_follows_numvfs_and_driver_changes(tmp_path: Path):
     set_numvfs(tmp_path, "0000:3b:00.0", "ens1f0", [])
     shrunk = inventory.scan_if_changed()
     assert shrunk is not None and shrunk.vfs == ()
+
+
+def test_a_pf_that_is_not_a_pci_device_is_a_config_error(tmp_path: Path):
+    # eth0 of a VM is a virtio device: class/net/eth0/device points at "virtio2", not a PCI function
+    net = tmp_path / "devices/pci0000:00/0000:00:02.0/virtio2/net/eth0"
+    net.mkdir(parents=True)
+    (tmp_path / "class/net").mkdir(parents=True)
+    (tmp_path / "class/net/eth0").symlink_to("../../devices/pci0000:00/0000:00:02.0/virtio2/net/eth0")
+    (net / "device").symlink_to("../../../virtio2")
+    with pytest.raises(ConfigError, match="'eth0' is not a PCI network device"):
+        SysfsInventory(tmp_path, [pool("p", "eth0")]).scan()
