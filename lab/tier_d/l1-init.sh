@@ -27,7 +27,8 @@ finish() {
 trap finish EXIT
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs tmpfs /tmp
+# No tmpfs on /tmp: the root overlay is already writable, and a checkout under /tmp (a CI clone) must
+# stay visible here.
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 hostname labd-l1
 ip link set lo up
