@@ -47,6 +47,8 @@ from nri_plugin.records import (
 from nri_plugin.sysfs import GuestSysfs
 
 log = logging.getLogger(__name__)
+_ATTACH_TRIES = 3
+_ATTACH_RETRY_S = 0.1
 
 
 class PodError(RuntimeError):
@@ -350,8 +352,23 @@ class PodLifecycle:
 
     def _attach(self, rec: PodRecord, deadline: float) -> PodRecord:
         demand = PodDemand(rec.slots)
-        timeout = deadline - time.monotonic() - self.config.margin_s
-        grants = self.host.attach(rec.pod_uid, rec.pod_name, demand.host_requests(), rec.request_id, timeout)
+        for attempt in range(1, _ATTACH_TRIES + 1):
+            timeout = deadline - time.monotonic() - self.config.margin_s
+            try:
+                grants = self.host.attach(
+                    rec.pod_uid, rec.pod_name, demand.host_requests(), rec.request_id, timeout
+                )
+                break
+            except HostCallError as e:
+                # A dropped connection ("Stream removed") says nothing of the call's fate; the request id
+                # makes a retry return the same leases, so try again a few times while time allows.
+                left = deadline - time.monotonic() - self.config.margin_s
+                if e.code != "UNAVAILABLE" or attempt == _ATTACH_TRIES or left < 2 * _ATTACH_RETRY_S:
+                    raise
+                log.warning(
+                    "pod %s (%s): host attach try %d: %s; retrying", rec.pod_name, rec.pod_uid, attempt, e
+                )
+                time.sleep(_ATTACH_RETRY_S)
         return replace(rec, vfs=_match_grants(rec, grants))
 
     def _wait(self, rec: PodRecord, deadline: float) -> PodRecord:

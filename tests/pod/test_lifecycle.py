@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from host_side.contract import VfRequest
+from host_side.contract import HostCallError, VfRequest
 from nri_plugin.datapath_steps import DpdkEnvStep
 from nri_plugin.demand import ANNOTATION, Mode
 from nri_plugin.dpdk_env import DpdkEnvs, file_prefix
@@ -174,6 +174,22 @@ def test_host_down(guest: Guest, make_netns):
     guest.host.up = True
     guest.lifecycle().worker.run_once()
     assert_clean(guest)
+
+
+def test_a_dropped_connection_is_retried_with_the_same_request_id(guest: Guest, make_netns):
+    real_attach = guest.host.attach
+    seen: list[str] = []
+
+    def flaky_attach(pod_uid, pod_name, requests, request_id, timeout_s):
+        seen.append(request_id)
+        if len(seen) == 1:
+            raise HostCallError("UNAVAILABLE", "Stream removed (Socket closed)")
+        return real_attach(pod_uid, pod_name, requests, request_id, timeout_s)
+
+    guest.host.attach = flaky_attach  # type: ignore[method-assign]
+    rec = guest.lifecycle().prepare("u6b", "pod-6b", make_netns(), {ANNOTATION: "1"}, soon())
+    assert rec is not None and len(rec.vfs) == 1
+    assert len(seen) == 2 and seen[0] == seen[1]
 
 
 def test_host_slow_past_the_deadline(guest: Guest, make_netns):
