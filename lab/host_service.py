@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,19 +25,14 @@ from host_side.client import HostClient
 from host_side.contract import HostCallError
 from host_side.wire import LeaseInfo
 from lab.vm import SERVICE_IP
-from tests.host.sysfs_tree import make_pf
+from testbed.sysfs_tree import make_pf
+from testbed.waiting import free_port
 
 log = logging.getLogger(__name__)
 
 IDENTITY = "lab-vm"  # the lab guest's client certificate name = its [vms.*] key
 POOL = "lab"
 PF, PF_NETDEV = "0000:3b:00.0", "ens1f0"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,10 @@ from pathlib import Path
 from host_side import pki
 from host_side.client import HostClient
 from host_side.contract import VfRequest
-from tests.host.conftest import VMS, free_port, write_config
+from testbed.sysfs_tree import make_pf
+from testbed.waiting import free_port
+from tests.host.conftest import VMS, write_config
 from tests.host.fake_service import launch
-from tests.host.sysfs_tree import make_pf
 
 WINDOW_S = 2.0
 ROUNDS = 3  # windows per size, alternating sizes, so slow drift of the disk hits both alike

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,12 @@ from host_side import pki
 from host_side.client import HostClient
 from host_side.contract import HostCallError
 from host_side.wire import LeaseInfo
-from tests.host.sysfs_tree import make_pf
+from testbed.sysfs_tree import make_pf
+from testbed.waiting import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 VM = "vm-1"
 POOL = "net"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(proc: subprocess.Popen[bytes], log: Path, ready: str, what: str, timeout: float = 30.0) -> None:
@@ -59,9 +53,9 @@ class SimStack:
     plugin_module: str = "nri_plugin"
     plugin_extra: str = ""  # more TOML tables for nri.toml (e.g. [vpp])
     health_poll_s: float = 0.5
-    metrics_port: int = field(default_factory=_free_port)
+    metrics_port: int = field(default_factory=free_port)
     warm_refill_s: float = 5.0
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     host_proc: subprocess.Popen[bytes] | None = None
     plugin_proc: subprocess.Popen[bytes] | None = None
 

@@ -18,9 +18,9 @@ from nri_plugin.health_report import HEALTH_FILE, read_health
 from nri_plugin.records import RecordStore
 from testbed.containerd import Containerd, create_container, exec_sync, pod_config, run_pod, start_container
 from testbed.containerd import stop_and_remove_pod as remove_pod
+from testbed.waiting import eventually
 from tests.datapath import testpmd
 from tests.e2e.conftest import stack_for
-from tests.e2e.test_failures import eventually
 from tests.stack import SimStack
 
 pytestmark = pytest.mark.containerd

@@ -5,8 +5,7 @@ holds no lease it should not."""
 from __future__ import annotations
 
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -16,6 +15,7 @@ from cri_api.v1 import api_pb2
 from host_side.wire import LeaseInfo
 from testbed.containerd import Containerd, pod_config, run_pod
 from testbed.containerd import stop_and_remove_pod as remove_pod
+from testbed.waiting import eventually
 from tests.e2e.conftest import stack_for
 from tests.stack import SimStack
 
@@ -26,14 +26,6 @@ ONE = {"vfhotplug.io/vfs": "1"}
 @pytest.fixture(scope="module")
 def stack(containerd: Containerd) -> Iterator[SimStack]:
     yield from stack_for(containerd, vfs=24)
-
-
-def eventually(check: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _leases_of(stack: SimStack, uid: str) -> list[LeaseInfo]:

@@ -19,8 +19,8 @@ from nri_plugin.health_report import HEALTH_FILE, read_health
 from nri_plugin.vpp_pod import Tag, parse_tag
 from testbed.containerd import Containerd, create_container, exec_sync, pod_config, run_pod, start_container
 from testbed.containerd import stop_and_remove_pod as remove_pod
+from testbed.waiting import eventually
 from tests.e2e.conftest import stack_for
-from tests.e2e.test_failures import eventually
 from tests.stack import SimStack
 from tests.vpp_standin.model import ADMIN_UP, VppModel
 from tests.vpp_standin.server import API_DIR, MEMCLNT_DIR, VppStandin

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,8 +20,9 @@ from host_side.leases import LeaseStore
 from host_side.metrics import Metrics
 from host_side.plugging import Observe
 from host_side.server import HostServer
+from testbed.sysfs_tree import make_pf
+from testbed.waiting import free_port
 from tests.host.fakes import FakeDomain, FakeHotplug, FakeVfNetlink
-from tests.host.sysfs_tree import make_pf
 
 VMS = ("vm-a", "vm-b", "vm-c", "vm-d")
 
@@ -53,12 +53,6 @@ def rogue_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     pki.init_ca(folder, "rogue CA")
     pki.issue(folder, "vm-a")
     return Pki(folder)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def build_sysfs(root: Path, vfs_per_pf: int = 8) -> None:

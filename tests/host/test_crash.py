@@ -17,7 +17,8 @@ from host_side.backend import lease_alias
 from host_side.client import HostClient
 from host_side.contract import HostCallError, VfRequest
 from host_side.leases import CRASH_ENV
-from tests.host.conftest import VMS, Pki, build_sysfs, free_port, write_config
+from testbed.waiting import free_port
+from tests.host.conftest import VMS, Pki, build_sysfs, write_config
 from tests.host.fake_service import launch
 
 

@@ -18,6 +18,7 @@ from host_side.errors import (
 )
 from host_side.leases import Lease
 from host_side.pci import PciAddress
+from testbed.sysfs_tree import set_numvfs
 from tests.host.conftest import Bed, make_bed
 from tests.host.fakes import (
     VIR_ERR_CONFIG_UNSUPPORTED,
@@ -26,7 +27,6 @@ from tests.host.fakes import (
     VIR_ERR_XML_ERROR,
     libvirt_error,
 )
-from tests.host.sysfs_tree import set_numvfs
 
 
 def later(s: float = 10.0) -> float:

@@ -8,7 +8,7 @@ from host_side.config import PoolConfig
 from host_side.errors import ConfigError
 from host_side.inventory import SysfsInventory
 from host_side.pci import PciAddress
-from tests.host.sysfs_tree import add_device, bind_driver, make_pf, set_iommu_group, set_numvfs
+from testbed.sysfs_tree import add_device, bind_driver, make_pf, set_iommu_group, set_numvfs
 
 
 def pool(name: str, *pfs: str, vfs: frozenset[int] | None = None) -> PoolConfig:

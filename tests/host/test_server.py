@@ -17,7 +17,8 @@ from host_side.contract import HostApi, HostCallError, VfRequest
 from host_side.errors import Exhausted, HostSideError
 from host_side.metrics import Metrics
 from host_side.server import status_of
-from tests.host.conftest import Pki, Service, free_port, running_service
+from testbed.waiting import free_port
+from tests.host.conftest import Pki, Service, running_service
 
 
 def test_attach_list_health_release_over_mtls(service: Service):

@@ -24,8 +24,8 @@ from host_side.contract import HostCallError, VfRequest
 from host_side.libvirt_hotplug import LibvirtHotplug
 from host_side.metrics import Metrics
 from testbed.libvirt_vm import TestVm
-from tests.host.conftest import free_port
-from tests.host.sysfs_tree import make_pf
+from testbed.sysfs_tree import make_pf
+from testbed.waiting import free_port
 
 pytestmark = pytest.mark.libvirt
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -24,18 +23,11 @@ from testbed.containerd import (
     start_container,
     stop_and_remove_pod,
 )
+from testbed.waiting import eventually
 from tests.nri.recording_plugin import ADJUST_BYTES, FAIL, MOUNT_SOURCE, RecordingNriPlugin
 
 pytestmark = pytest.mark.containerd
 REPO = Path(__file__).resolve().parents[2]
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

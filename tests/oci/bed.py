@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,8 @@ from typing import Any
 from host_side import pki
 from host_side.client import HostClient
 from host_side.wire import LeaseInfo
-from tests.host.sysfs_tree import make_pf
+from testbed.sysfs_tree import make_pf
+from testbed.waiting import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CONTAINERD_FS = REPO / "build/containerd/fs"
@@ -47,12 +47,6 @@ def missing() -> str | None:
         if not need.exists():
             return f"{need.relative_to(REPO)} missing: run testbed/oci/setup.sh (make testbed-oci)"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _python_env() -> dict[str, str]:
@@ -331,7 +325,7 @@ def bed() -> Iterator[Bed]:
     pki.issue(host_dir / "pki", "host", server=True, sans=["127.0.0.1"])
     pki.issue(host_dir / "pki", VM)
     make_pf(host_dir / "sys", "0000:3b:00.0", "ens1f0", 4, numa=0, first_group=100)
-    port = _free_port()
+    port = free_port()
     sysfs = guest_dir / "sys"
     host = HostService(
         host_dir,

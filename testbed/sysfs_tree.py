@@ -1,4 +1,5 @@
-"""Builds sysfs-shaped trees in a temp folder: real file names and the kernel's symlink layout."""
+"""Builds sysfs-shaped trees in a folder (real file names, the kernel's symlink layout): the emulated SR-IOV
+PFs that tests and the lab hand to the inventory where this machine has no SR-IOV NIC."""
 
 from __future__ import annotations
 
