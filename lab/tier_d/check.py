@@ -396,7 +396,14 @@ class Check:
         )
         self.rec.put(f"{key}.attached", self.pf_view(vf))
         self.rec.put(f"{key}.attached_driver", self.sysfs.driver(vf.pci))
-        event, seen = self.guest.wait("add", lambda e: e.vendor_device == VF_IDS, f"PCI-ADD of {VF_IDS}")
+        # Match the guest's line by the address libvirt gave this device: with two VFs plugged, one guest
+        # scan may report both, and the other VF's line must not be taken for this one.
+        where = str(device.guest_pci) if device.guest_pci is not None else None
+        event, seen = self.guest.wait(
+            "add",
+            lambda e: e.vendor_device == VF_IDS and (where is None or e.bdf == where),
+            f"PCI-ADD of {VF_IDS} at {where}",
+        )
         self.rec.put(f"{key}.guest_add", asdict(event))
         self.rec.time(f"{key}.guest_add_after_attach", seen)
 
@@ -464,7 +471,14 @@ class Check:
         self.rec.put("service.attached", self.pf_view(vf_a))
         self.rec.put("service.attached_driver", self.sysfs.driver(vf_a.pci))
         self.rec.put("service.attached_aliases", self.live_aliases())
-        event, seen = self.guest.wait("add", lambda e: e.vendor_device == VF_IDS, f"PCI-ADD of {VF_IDS}")
+        # Match the guest's line by the address libvirt gave this device: with two VFs plugged, one guest
+        # scan may report both, and the other VF's line must not be taken for this one.
+        where = str(granted.guest_pci) if granted.guest_pci is not None else None
+        event, seen = self.guest.wait(
+            "add",
+            lambda e: e.vendor_device == VF_IDS and (where is None or e.bdf == where),
+            f"PCI-ADD of {VF_IDS} at {where}",
+        )
         self.rec.put("service.guest_add", asdict(event))
         self.rec.time("service.guest_add_after_attach", seen)
 
