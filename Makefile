@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 VENV    := .venv/.stamp
 PROTOC  := $(PY) -m grpc_tools.protoc
-PKGS    := nri_plugin oci_hooks host_side testbed lab
+PKGS    := contract vm_side nri_plugin oci_hooks host_side testbed lab
 
 .PHONY: demo test lab lab-d bench lint type proto check testbeds testbed-containerd testbed-libvirt testbed-dpdk testbed-oci testbed-lab testbed-lab-d clean
 

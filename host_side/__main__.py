@@ -11,10 +11,11 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from host_side import backends, config, pki
-from host_side.backend import Hotplug, VfNetlink
+from contract.errors import HostSideError
+from host_side import config, pki
+from host_side.backends import select as backends
+from host_side.backends.base import Hotplug, VfNetlink
 from host_side.engine import Engine
-from host_side.errors import HostSideError
 from host_side.inventory import SysfsInventory
 from host_side.leases import CRASH_ENV, LeaseStore
 from host_side.metrics import Metrics

@@ -10,8 +10,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from host_side.client import HostClient
-from host_side.contract import HostCallError
+from contract.host_api import HostCallError
+from host_side.api.client import HostClient
 
 DEFAULT_SOCKET = "/run/vfhotplug/host.sock"
 
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.cmd == "pods":
         # The guest-side package is imported only here: a host install has no pods to show.
-        from nri_plugin.pods_view import DEFAULT_STATE_DIR, show_pods
+        from vm_side.pods_view import DEFAULT_STATE_DIR, show_pods
 
         return show_pods(args.state_dir or DEFAULT_STATE_DIR)
     if args.cmd == "release" and args.pod and not args.vm:

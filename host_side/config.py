@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from host_side.pci import PciAddress
-from host_side.toml_table import REQUIRED as _REQUIRED
-from host_side.toml_table import TomlTable as _Table
-from host_side.toml_table import parse_toml, read_config
+from contract.pci import PciAddress
+from contract.toml_table import REQUIRED as _REQUIRED
+from contract.toml_table import TomlTable as _Table
+from contract.toml_table import parse_toml, read_config
 
 BACKENDS = ("libvirt", "emulated-nic", "sim")
 HOTPLUG_MODES = ("interface-hostdev", "hostdev")

@@ -18,10 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
-from host_side.backend import Hotplug, VfNetlink, VfSettings
-from host_side.config import HostConfig, PoolConfig, VmConfig
-from host_side.contract import GrantedVf, VfRequest
-from host_side.errors import (
+from contract.errors import (
     DeadlineExceeded,
     Exhausted,
     HostSideError,
@@ -30,9 +27,12 @@ from host_side.errors import (
     PreconditionFailed,
     UnknownPool,
 )
+from contract.host_api import GrantedVf, VfRequest
+from contract.pci import PciAddress
+from host_side.backends.base import Hotplug, VfNetlink, VfSettings
+from host_side.config import HostConfig, PoolConfig, VmConfig
 from host_side.inventory import SysfsInventory
 from host_side.leases import Lease, LeaseStore, Reservation
-from host_side.pci import PciAddress
 from host_side.plugging import Observe, Plugger, remaining
 from host_side.policy import (
     check_quota,

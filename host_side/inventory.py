@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from host_side.backend import VfRef
+from contract.errors import ConfigError
+from contract.pci import PciAddress
+from host_side.backends.base import VfRef
 from host_side.config import PoolConfig
-from host_side.errors import ConfigError
-from host_side.pci import PciAddress
 
 log = logging.getLogger(__name__)
 

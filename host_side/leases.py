@@ -28,10 +28,10 @@ from pathlib import Path
 
 import grpc
 
-from host_side.backend import VfRef, VfSettings
-from host_side.errors import HostSideError
+from contract.errors import HostSideError
+from contract.pci import PciAddress
+from host_side.backends.base import VfRef, VfSettings
 from host_side.inventory import VfInfo
-from host_side.pci import PciAddress
 from host_side.policy import Candidate
 
 log = logging.getLogger(__name__)

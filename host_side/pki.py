@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from host_side.errors import ConfigError
+from contract.errors import ConfigError
 
 _VALID = datetime.timedelta(days=365)
 

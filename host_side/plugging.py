@@ -13,9 +13,9 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from host_side.backend import Hotplug, VfNetlink, lease_alias
+from contract.errors import BackendUnavailable, DeadlineExceeded, HostSideError, NotFound, PreconditionFailed
+from host_side.backends.base import Hotplug, VfNetlink, lease_alias
 from host_side.config import Timeouts
-from host_side.errors import BackendUnavailable, DeadlineExceeded, HostSideError, NotFound, PreconditionFailed
 from host_side.leases import Lease, LeaseStore
 
 log = logging.getLogger(__name__)

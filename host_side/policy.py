@@ -8,10 +8,10 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
+from contract.errors import Exhausted, InvalidRequest, PermissionDenied
+from contract.host_api import VfRequest
+from contract.pci import PciAddress
 from host_side.config import PoolConfig
-from host_side.contract import VfRequest
-from host_side.errors import Exhausted, InvalidRequest, PermissionDenied
-from host_side.pci import PciAddress
 
 _MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 MAX_RATE_MBPS = 400_000

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import time
 
-from host_side.backend import Hotplug, PluggedDevice, VfNetlink, lease_alias
+from contract.errors import BackendUnavailable, HostSideError
+from host_side.backends.base import Hotplug, PluggedDevice, VfNetlink, lease_alias
 from host_side.config import HostConfig
-from host_side.errors import BackendUnavailable, HostSideError
 from host_side.inventory import SysfsInventory
 from host_side.leases import Lease, LeaseStore, StaleLease
 from host_side.plugging import ATTACH_UNKNOWN, Plugger

@@ -16,13 +16,13 @@ from typing import NoReturn, TypeVar, cast
 
 import grpc
 
+from contract.errors import ConfigError, HostSideError, PermissionDenied
 from host_side.api import hostplug_pb2 as _pb
 from host_side.api import hostplug_pb2_grpc as _grpc
+from host_side.api.wire import granted_to_pb, lease_to_pb, request_from_pb
 from host_side.config import HostConfig, VmConfig
 from host_side.engine import Engine
-from host_side.errors import ConfigError, HostSideError, PermissionDenied
 from host_side.metrics import Metrics
-from host_side.wire import granted_to_pb, lease_to_pb, request_from_pb
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

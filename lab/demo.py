@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from host_side.backend import lease_alias
+from host_side.backends.base import lease_alias
 from lab.dpdk_app import HostPacketDump, frames_from, sent_by_testpmd, txonly_argv
 from lab.pods import PodView, demand
 from lab.report import lease_table, pod_report, release_phases, start_phases, table

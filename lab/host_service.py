@@ -20,10 +20,10 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from contract.host_api import HostCallError
 from host_side import pki
-from host_side.client import HostClient
-from host_side.contract import HostCallError
-from host_side.wire import LeaseInfo
+from host_side.api.client import HostClient
+from host_side.api.wire import LeaseInfo
 from lab.vm import SERVICE_IP
 from testbed.sysfs_tree import make_pf
 from testbed.waiting import free_port

@@ -17,8 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from host_side.libvirt_errors import route_libvirt_errors_to_logging
-from host_side.libvirt_hotplug import LibvirtHotplug
+from host_side.backends.libvirt_errors import route_libvirt_errors_to_logging
+from host_side.backends.libvirt_hotplug import LibvirtHotplug
 from lab.agent_client import GuestAgent
 from lab.vm import LAB_DIR, LabVm, LabVmSpec, PrivateLibvirtd
 

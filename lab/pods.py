@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from host_side.wire import LeaseInfo
+from host_side.api.wire import LeaseInfo
 from lab.dpdk_app import APP_CAPABILITIES, APP_MOUNTS
 from lab.host_service import LabHostService
 from lab.lab import Lab

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from host_side.wire import LeaseInfo
+from host_side.api.wire import LeaseInfo
 from lab.pods import PodView
 
 START_WHOLE = "containerd: RunPodSandbox, whole"

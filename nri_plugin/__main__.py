@@ -20,16 +20,16 @@ from types import FrameType
 
 from prometheus_client import start_http_server
 
-from host_side.errors import ConfigError
-from nri_plugin import config as plugin_config
-from nri_plugin.assembly import build_lifecycle
-from nri_plugin.datapath_steps import VppStep
-from nri_plugin.dpdk_health import HealthMonitor
-from nri_plugin.health_report import HEALTH_FILE, HealthPoller
-from nri_plugin.lifecycle import PodLifecycle
+from contract.errors import ConfigError
 from nri_plugin.plugin import VfPlugin
 from nri_plugin.stub import Stub, StubError
-from nri_plugin.sysfs import GuestSysfs
+from vm_side import config as plugin_config
+from vm_side.assembly import build_lifecycle
+from vm_side.datapath_steps import VppStep
+from vm_side.dpdk_health import HealthMonitor
+from vm_side.health_report import HEALTH_FILE, HealthPoller
+from vm_side.lifecycle import PodLifecycle
+from vm_side.sysfs import GuestSysfs
 
 log = logging.getLogger("vfhotplug.nri")
 CRASH_ENV = "VFHOTPLUG_CRASH_AFTER"  # tests only: see PodLifecycle

@@ -11,10 +11,10 @@ import logging
 import threading
 import time
 
-from nri_plugin.demand import ANNOTATION
-from nri_plugin.lifecycle import PodError, PodLifecycle
-from nri_plugin.nri_types import ContainerAdjustment, ContainerInfo, PodInfo
 from nri_plugin.stub import EventContext
+from vm_side.demand import ANNOTATION
+from vm_side.lifecycle import PodError, PodLifecycle
+from vm_side.runtime_model import ContainerAdjustment, ContainerInfo, PodInfo
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 from google.protobuf.message import DecodeError, Message
 
 from nri_plugin.nri_pb import nri_pb2 as _nri
-from nri_plugin.nri_types import ContainerAdjustment, ContainerInfo, PodInfo
 from nri_plugin.ttrpc import (
     CODE_INVALID_ARGUMENT,
     CODE_UNIMPLEMENTED,
@@ -32,6 +31,7 @@ from nri_plugin.ttrpc import (
     MuxTtrpcConnection,
     RpcError,
 )
+from vm_side.runtime_model import ContainerAdjustment, ContainerInfo, PodInfo
 
 log = logging.getLogger(__name__)
 _M = TypeVar("_M", bound=Message)

@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nri_plugin.annotations import ANNOTATION
+from vm_side.annotations import ANNOTATION
 
 if TYPE_CHECKING:
-    from nri_plugin.sysfs import GuestSysfs
+    from vm_side.sysfs import GuestSysfs
 
 _STDIN_STAGES = ("precreate", "createRuntime", "poststop", "auto")
 

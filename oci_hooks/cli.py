@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nri_plugin.annotations import ANNOTATION
 from oci_hooks.spec import (
     HookCommand,
     SpecError,
@@ -34,12 +33,13 @@ from oci_hooks.spec import (
     refuse_at_create,
     stage_of,
 )
+from vm_side.annotations import ANNOTATION
 
 if TYPE_CHECKING:
-    from host_side.contract import GrantedVf, HostApi, VfRequest
-    from nri_plugin.config import HostEndpoint
-    from nri_plugin.sysfs import GuestSysfs
+    from contract.host_api import GrantedVf, HostApi, VfRequest
     from oci_hooks.hooks import OciHooks
+    from vm_side.config import HostEndpoint
+    from vm_side.sysfs import GuestSysfs
 
 log = logging.getLogger("oci_hooks")
 
@@ -92,7 +92,7 @@ def run(argv: Sequence[str], stdin_text: str | None, make_sysfs: SysfsFactory | 
     except SpecError as e:
         return _fail(str(e), EXIT_FAILED)
     except _failures() as e:
-        from host_side.errors import ConfigError
+        from contract.errors import ConfigError
 
         return _fail(str(e), EXIT_USAGE if isinstance(e, ConfigError) else EXIT_FAILED)
 
@@ -155,7 +155,7 @@ def _prepare(args: argparse.Namespace, make_sysfs: SysfsFactory | None) -> int:
     hooks = _hooks(args, make_sysfs)
     out = hooks.prepare_bundle(cid, config, _self_command(args))
     assert out is not None  # the annotation is there
-    from nri_plugin.records import write_atomic
+    from vm_side.records import write_atomic
 
     try:
         write_atomic(path, json.dumps(out, indent=2))
@@ -187,9 +187,9 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 def _hooks(args: argparse.Namespace, make_sysfs: SysfsFactory | None) -> OciHooks:
     """Builds the adapters and the lifecycle (imported here: a container without VFs never pays for it)."""
-    from nri_plugin.assembly import build_lifecycle
-    from nri_plugin.config import load
     from oci_hooks.hooks import OciHooks
+    from vm_side.assembly import build_lifecycle
+    from vm_side.config import load
 
     cfg = load(_config_path(args))
     logging.getLogger().setLevel(args.log_level or cfg.log_level)
@@ -224,11 +224,11 @@ class _LazyHost:
 
 def _failures() -> tuple[type[BaseException], ...]:
     """The errors that end a hook with one line for the user (lazy: they live in the core's modules)."""
-    from host_side.contract import HostCallError
-    from host_side.errors import ConfigError
-    from nri_plugin.lifecycle import PodError
-    from nri_plugin.records import RecordError
+    from contract.errors import ConfigError
+    from contract.host_api import HostCallError
     from oci_hooks.hooks import HookFailure
+    from vm_side.lifecycle import PodError
+    from vm_side.records import RecordError
 
     return (HookFailure, PodError, HostCallError, ConfigError, RecordError)
 

@@ -12,9 +12,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from nri_plugin.demand import ANNOTATION, DemandError, parse_demand
-from nri_plugin.lifecycle import PodError, PodLifecycle
-from nri_plugin.records import Entry
 from oci_hooks.spec import (
     HookCommand,
     JsonObject,
@@ -25,6 +22,9 @@ from oci_hooks.spec import (
     network_namespace_path,
     podman_container_id,
 )
+from vm_side.demand import ANNOTATION, DemandError, parse_demand
+from vm_side.lifecycle import PodError, PodLifecycle
+from vm_side.records import Entry
 
 log = logging.getLogger(__name__)
 

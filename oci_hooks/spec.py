@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from nri_plugin.nri_types import ContainerAdjustment, Device, Mount
+from vm_side.runtime_model import ContainerAdjustment, Device, Mount
 
 JsonObject = dict[str, Any]
 

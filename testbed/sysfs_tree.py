@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from host_side.pci import PciAddress
+from contract.pci import PciAddress
 
 
 def _link(path: Path, target: str) -> None:

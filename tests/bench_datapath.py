@@ -10,17 +10,17 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from host_side.contract import GrantedVf
-from host_side.pci import PciAddress
-from nri_plugin.datapath_steps import VppStep
-from nri_plugin.demand import Mode, VfSlot
-from nri_plugin.dpdk_env import DpdkEnvs
-from nri_plugin.dpdk_health import HealthMonitor, Telemetry
-from nri_plugin.records import PodRecord, PodState, StepDone, VfBinding
-from nri_plugin.vpp_pod import VppPods, memif_wiring
+from contract.host_api import GrantedVf
+from contract.pci import PciAddress
 from tests.datapath import testpmd
 from tests.datapath.conftest import make_vpp
 from tests.vpp_standin.server import VppStandin
+from vm_side.datapath_steps import VppStep
+from vm_side.demand import Mode, VfSlot
+from vm_side.dpdk_env import DpdkEnvs
+from vm_side.dpdk_health import HealthMonitor, Telemetry
+from vm_side.records import PodRecord, PodState, StepDone, VfBinding
+from vm_side.vpp_pod import VppPods, memif_wiring
 
 PODS = 100
 POLLS = 50

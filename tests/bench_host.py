@@ -14,9 +14,9 @@ import threading
 import time
 from pathlib import Path
 
+from contract.host_api import VfRequest
 from host_side import pki
-from host_side.client import HostClient
-from host_side.contract import VfRequest
+from host_side.api.client import HostClient
 from testbed.sysfs_tree import make_pf
 from testbed.waiting import free_port
 from tests.host.conftest import VMS, write_config

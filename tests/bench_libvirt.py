@@ -15,9 +15,9 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 
-from host_side.backend import VfRef, VfSettings, lease_alias
-from host_side.libvirt_hotplug import LibvirtHotplug
-from host_side.pci import PciAddress
+from contract.pci import PciAddress
+from host_side.backends.base import VfRef, VfSettings, lease_alias
+from host_side.backends.libvirt_hotplug import LibvirtHotplug
 from testbed.libvirt_vm import URI, TestVm
 
 _VF = VfRef("bench-pf", PciAddress.parse("0000:3b:00.0"), 0, PciAddress.parse("0000:3b:10.0"))

@@ -10,11 +10,11 @@ import time
 import uuid
 from pathlib import Path
 
-from host_side.sim_backend import SimBackend
-from nri_plugin.demand import ANNOTATION, DemandDefaults
-from nri_plugin.lifecycle import LifecycleConfig, PodLifecycle
-from nri_plugin.netlink import GuestNetlink
+from host_side.backends.sim import SimBackend
 from tests.pod.fakes import FakeHost, FakeSysfsKernel, make_pool
+from vm_side.demand import ANNOTATION, DemandDefaults
+from vm_side.lifecycle import LifecycleConfig, PodLifecycle
+from vm_side.netlink import GuestNetlink
 
 ROUNDS = 20
 

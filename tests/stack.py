@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contract.host_api import HostCallError
 from host_side import pki
-from host_side.client import HostClient
-from host_side.contract import HostCallError
-from host_side.wire import LeaseInfo
+from host_side.api.client import HostClient
+from host_side.api.wire import LeaseInfo
 from testbed.sysfs_tree import make_pf
 from testbed.waiting import free_port
 

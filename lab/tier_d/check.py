@@ -31,18 +31,18 @@ from typing import Any
 
 import libvirt
 
+from contract.errors import HostSideError
+from contract.host_api import HostCallError, VfRequest
+from contract.pci import PciAddress
 from host_side import pki
-from host_side.backend import VfRef, VfSettings, lease_alias
-from host_side.client import HostClient
+from host_side.api.client import HostClient
+from host_side.backends.base import VfRef, VfSettings, lease_alias
+from host_side.backends.libvirt_errors import LibvirtFailure, translate
+from host_side.backends.libvirt_hotplug import LibvirtHotplug
+from host_side.backends.libvirt_xml import HotplugMode, device_xml, free_root_port
+from host_side.backends.vf_netlink import PyrouteVfNetlink
 from host_side.config import PoolConfig
-from host_side.contract import HostCallError, VfRequest
-from host_side.errors import HostSideError
 from host_side.inventory import SysfsInventory
-from host_side.libvirt_errors import LibvirtFailure, translate
-from host_side.libvirt_hotplug import LibvirtHotplug
-from host_side.libvirt_xml import HotplugMode, device_xml, free_root_port
-from host_side.pci import PciAddress
-from host_side.vf_netlink import PyrouteVfNetlink
 from testbed.libvirt_vm import GuestPciEvent, TestVm, domain_xml
 
 log = logging.getLogger(__name__)

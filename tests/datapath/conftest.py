@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from nri_plugin.vpp import Vpp
-from nri_plugin.vpp_pod import VppPods
 from tests.vpp_standin.server import API_DIR, MEMCLNT_DIR, VppStandin
+from vm_side.vpp import Vpp
+from vm_side.vpp_pod import VppPods
 
 
 @pytest.fixture

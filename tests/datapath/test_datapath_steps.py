@@ -7,18 +7,18 @@ import json
 import time
 from pathlib import Path
 
-from host_side.contract import GrantedVf
-from host_side.pci import PciAddress
-from nri_plugin.adjustment import build_adjustment
-from nri_plugin.datapath_steps import DpdkEnvStep, VppStep, telemetry_socket
-from nri_plugin.demand import Mode, VfSlot
-from nri_plugin.dpdk_env import DpdkEnvs
-from nri_plugin.dpdk_health import HealthMonitor
-from nri_plugin.health_report import HEALTH_FILE, HealthPoller, read_health
-from nri_plugin.pods_view import render_pods
-from nri_plugin.records import PodRecord, PodState, RecordStore, StepDone, VfBinding
-from nri_plugin.vpp_pod import VppPods, parse_tag
+from contract.host_api import GrantedVf
+from contract.pci import PciAddress
 from tests.datapath.conftest import make_vpp
+from vm_side.adjustment import build_adjustment
+from vm_side.datapath_steps import DpdkEnvStep, VppStep, telemetry_socket
+from vm_side.demand import Mode, VfSlot
+from vm_side.dpdk_env import DpdkEnvs
+from vm_side.dpdk_health import HealthMonitor
+from vm_side.health_report import HEALTH_FILE, HealthPoller, read_health
+from vm_side.pods_view import render_pods
+from vm_side.records import PodRecord, PodState, RecordStore, StepDone, VfBinding
+from vm_side.vpp_pod import VppPods, parse_tag
 
 UID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 ORPHAN = "99999999-2222-3333-4444-555555555555"

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from host_side.pci import PciAddress
-from nri_plugin.dpdk_env import DpdkEnvError, DpdkEnvs, file_prefix, hugepage_files
-from nri_plugin.dpdk_health import (
+from contract.pci import PciAddress
+from tests.datapath import testpmd
+from tests.datapath.conftest import make_vpp
+from vm_side.dpdk_env import DpdkEnvError, DpdkEnvs, file_prefix, hugepage_files
+from vm_side.dpdk_health import (
     DpdkSample,
     HealthMonitor,
     HealthState,
@@ -24,9 +26,7 @@ from nri_plugin.dpdk_health import (
     classify_vpp_buffers,
     parse_show_buffers,
 )
-from nri_plugin.vpp_pod import memif_wiring
-from tests.datapath import testpmd
-from tests.datapath.conftest import make_vpp
+from vm_side.vpp_pod import memif_wiring
 
 POD_A = "aaaaaaaa-0000-4000-8000-000000000001"
 POD_B = "bbbbbbbb-0000-4000-8000-000000000002"

@@ -16,8 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from vpp_papi.vpp_papi import VPPApiJSONFiles
 
-from host_side.pci import PciAddress
-from nri_plugin.vpp import (
+from contract.pci import PciAddress
+from tests.datapath.conftest import make_vpp
+from tests.vpp_standin.model import ADMIN_UP, VppModel
+from tests.vpp_standin.server import API_DIR
+from vm_side.vpp import (
     AVF_MESSAGES,
     COMMON_MESSAGES,
     DEV_MESSAGES,
@@ -28,10 +31,7 @@ from nri_plugin.vpp import (
     avf_pci_u32,
     choose_driver_path,
 )
-from nri_plugin.vpp_pod import Tag, VppPodError, VppPodRecord, VppPods, memif_wiring, parse_tag
-from tests.datapath.conftest import make_vpp
-from tests.vpp_standin.model import ADMIN_UP, VppModel
-from tests.vpp_standin.server import API_DIR
+from vm_side.vpp_pod import Tag, VppPodError, VppPodRecord, VppPods, memif_wiring, parse_tag
 
 VF1, VF2 = PciAddress.parse("0000:3b:02.1"), PciAddress.parse("0000:3b:02.2")
 UID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nri_plugin.dpdk_health import DpdkSample, Telemetry, TelemetryUnavailable, read_sample
-from nri_plugin.nri_types import Mount
+from vm_side.dpdk_health import DpdkSample, Telemetry, TelemetryUnavailable, read_sample
+from vm_side.runtime_model import Mount
 
 REPO = Path(__file__).resolve().parents[2]
 TRIXIE = REPO / "build" / "dpdk" / "trixie" / "fs"

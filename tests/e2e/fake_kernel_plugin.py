@@ -6,9 +6,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from nri_plugin import config as plugin_config
 from nri_plugin.__main__ import main
 from tests.pod.fakes import FakeSysfsKernel
+from vm_side import config as plugin_config
 
 
 def run() -> int:

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from host_side.pci import PciAddress
-from nri_plugin.adjustment import build_adjustment
-from nri_plugin.health_report import HEALTH_FILE, read_health
-from nri_plugin.records import RecordStore
+from contract.pci import PciAddress
 from testbed.containerd import Containerd, create_container, exec_sync, pod_config, run_pod, start_container
 from testbed.containerd import stop_and_remove_pod as remove_pod
 from testbed.waiting import eventually
 from tests.datapath import testpmd
 from tests.e2e.conftest import stack_for
 from tests.stack import SimStack
+from vm_side.adjustment import build_adjustment
+from vm_side.health_report import HEALTH_FILE, read_health
+from vm_side.records import RecordStore
 
 pytestmark = pytest.mark.containerd
 

@@ -12,7 +12,7 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2
 
-from host_side.wire import LeaseInfo
+from host_side.api.wire import LeaseInfo
 from testbed.containerd import Containerd, pod_config, run_pod
 from testbed.containerd import stop_and_remove_pod as remove_pod
 from testbed.waiting import eventually

@@ -15,8 +15,6 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2
 
-from nri_plugin.health_report import HEALTH_FILE, read_health
-from nri_plugin.vpp_pod import Tag, parse_tag
 from testbed.containerd import Containerd, create_container, exec_sync, pod_config, run_pod, start_container
 from testbed.containerd import stop_and_remove_pod as remove_pod
 from testbed.waiting import eventually
@@ -24,6 +22,8 @@ from tests.e2e.conftest import stack_for
 from tests.stack import SimStack
 from tests.vpp_standin.model import ADMIN_UP, VppModel
 from tests.vpp_standin.server import API_DIR, MEMCLNT_DIR, VppStandin
+from vm_side.health_report import HEALTH_FILE, read_health
+from vm_side.vpp_pod import Tag, parse_tag
 
 pytestmark = pytest.mark.containerd
 VPP_2 = {"vfhotplug.io/vfs": json.dumps([{"count": 2, "mode": "vpp"}])}

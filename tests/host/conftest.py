@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from host_side import config, pki
-from host_side.client import HostClient
+from host_side.api.client import HostClient
 from host_side.engine import Engine
 from host_side.inventory import SysfsInventory
 from host_side.leases import LeaseStore

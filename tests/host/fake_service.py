@@ -16,10 +16,10 @@ import threading
 import time
 from pathlib import Path
 
+from contract.host_api import HostCallError
 from host_side import config
 from host_side.__main__ import serve
-from host_side.client import HostClient
-from host_side.contract import HostCallError
+from host_side.api.client import HostClient
 from host_side.metrics import Metrics
 from tests.host.fakes import FakeDomain, FakeHotplug, FakeVfNetlink
 

@@ -1,7 +1,7 @@
 """Stateful fakes of libvirt hot-plug and PF netlink (no SR-IOV hardware or VFIO here).
 
 They keep the state the real systems keep and refuse what they refuse, with libvirt's real error codes
-(shared notes, libvirt-qemu-lab §7) turned into host-side errors the way host_side.libvirt_errors does:
+(shared notes, libvirt-qemu-lab §7) turned into host-side errors the way host_side.backends.libvirt_errors does:
 3/55/67/38 -> FAILED_PRECONDITION, 99 -> gone, connection loss -> UNAVAILABLE, 27 -> INTERNAL.
 With a `state` file they survive a kill -9 of the process that uses them (the crash tests).
 """
@@ -14,9 +14,9 @@ import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from host_side.backend import ALIAS_PREFIX, PluggedDevice, VfRef, VfSettings
-from host_side.errors import BackendUnavailable, DeadlineExceeded, HostSideError, PreconditionFailed
-from host_side.pci import PciAddress
+from contract.errors import BackendUnavailable, DeadlineExceeded, HostSideError, PreconditionFailed
+from contract.pci import PciAddress
+from host_side.backends.base import ALIAS_PREFIX, PluggedDevice, VfRef, VfSettings
 
 VIR_ERR_NO_SUPPORT = 3
 VIR_ERR_XML_ERROR = 27

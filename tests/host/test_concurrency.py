@@ -8,7 +8,7 @@ import threading
 import time
 from collections import defaultdict
 
-from host_side.contract import HostCallError, VfRequest
+from contract.host_api import HostCallError, VfRequest
 from tests.host.conftest import VMS, Service
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from contract.errors import ConfigError
 from host_side import config
-from host_side.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config/host.example.toml"
 

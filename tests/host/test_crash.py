@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from host_side.backend import lease_alias
-from host_side.client import HostClient
-from host_side.contract import HostCallError, VfRequest
+from contract.host_api import HostCallError, VfRequest
+from host_side.api.client import HostClient
+from host_side.backends.base import lease_alias
 from host_side.leases import CRASH_ENV
 from testbed.waiting import free_port
 from tests.host.conftest import VMS, Pki, build_sysfs, write_config

@@ -5,9 +5,7 @@ import time
 
 import pytest
 
-from host_side.backend import VfSettings, lease_alias
-from host_side.contract import VfRequest
-from host_side.errors import (
+from contract.errors import (
     BackendUnavailable,
     DeadlineExceeded,
     Exhausted,
@@ -16,8 +14,10 @@ from host_side.errors import (
     PreconditionFailed,
     UnknownPool,
 )
+from contract.host_api import VfRequest
+from contract.pci import PciAddress
+from host_side.backends.base import VfSettings, lease_alias
 from host_side.leases import Lease
-from host_side.pci import PciAddress
 from testbed.sysfs_tree import set_numvfs
 from tests.host.conftest import Bed, make_bed
 from tests.host.fakes import (

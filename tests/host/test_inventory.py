@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from contract.errors import ConfigError
+from contract.pci import PciAddress
 from host_side.config import PoolConfig
-from host_side.errors import ConfigError
 from host_side.inventory import SysfsInventory
-from host_side.pci import PciAddress
 from testbed.sysfs_tree import add_device, bind_driver, make_pf, set_iommu_group, set_numvfs
 
 

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from contract.errors import Exhausted, InvalidRequest, PermissionDenied
+from contract.host_api import VfRequest
+from contract.pci import PciAddress
 from host_side.config import PoolConfig
-from host_side.contract import VfRequest
-from host_side.errors import Exhausted, InvalidRequest, PermissionDenied
-from host_side.pci import PciAddress
 from host_side.policy import (
     Candidate,
     check_quota,

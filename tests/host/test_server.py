@@ -9,12 +9,12 @@ import grpc
 import pytest
 from prometheus_client import generate_latest
 
+from contract.errors import Exhausted, HostSideError
+from contract.host_api import HostApi, HostCallError, VfRequest
 from host_side import admin_cli
 from host_side.api import hostplug_pb2 as pb
 from host_side.api import hostplug_pb2_grpc as pb_grpc
-from host_side.backend import lease_alias
-from host_side.contract import HostApi, HostCallError, VfRequest
-from host_side.errors import Exhausted, HostSideError
+from host_side.backends.base import lease_alias
 from host_side.metrics import Metrics
 from host_side.server import status_of
 from testbed.waiting import free_port

@@ -5,7 +5,7 @@ from __future__ import annotations
 import libvirt
 import pytest
 
-from host_side.errors import (
+from contract.errors import (
     BackendUnavailable,
     ConfigError,
     DeadlineExceeded,
@@ -13,8 +13,8 @@ from host_side.errors import (
     NotFound,
     PreconditionFailed,
 )
-from host_side.libvirt_errors import LibvirtFailure, translate
-from host_side.libvirt_hotplug import LibvirtHotplug
+from host_side.backends.libvirt_errors import LibvirtFailure, translate
+from host_side.backends.libvirt_hotplug import LibvirtHotplug
 
 
 def _libvirt_error(code: int, domain: int, message: str) -> libvirt.libvirtError:

@@ -16,10 +16,10 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from host_side.backend import PluggedDevice, VfRef, VfSettings, lease_alias
-from host_side.errors import BackendUnavailable, DeadlineExceeded, HostSideError, PreconditionFailed
-from host_side.libvirt_hotplug import LibvirtHotplug
-from host_side.pci import PciAddress
+from contract.errors import BackendUnavailable, DeadlineExceeded, HostSideError, PreconditionFailed
+from contract.pci import PciAddress
+from host_side.backends.base import PluggedDevice, VfRef, VfSettings, lease_alias
+from host_side.backends.libvirt_hotplug import LibvirtHotplug
 from testbed.libvirt_vm import TestVm, domain_xml
 from tests.host_libvirt.conftest import owned_libvirtd_pid, restart_libvirtd
 

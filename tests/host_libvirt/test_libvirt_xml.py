@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from host_side.backend import PluggedDevice, VfSettings
-from host_side.libvirt_xml import (
+from contract.pci import PciAddress
+from host_side.backends.base import PluggedDevice, VfSettings
+from host_side.backends.libvirt_xml import (
     HotplugMode,
     RootPort,
     device_xml,
@@ -15,7 +16,6 @@ from host_side.libvirt_xml import (
     plugged_devices,
     root_ports,
 )
-from host_side.pci import PciAddress
 
 HERE = Path(__file__).parent
 # Recorded from libvirtd 9.0 (tier C guest, 4 root ports): our e1000e on port 1, someone else's virtio

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from contract.host_api import HostCallError, VfRequest
 from host_side import config, pki
 from host_side.__main__ import serve
-from host_side.backends import EmulatedNicSettings
-from host_side.client import HostClient
-from host_side.contract import HostCallError, VfRequest
-from host_side.libvirt_hotplug import LibvirtHotplug
+from host_side.api.client import HostClient
+from host_side.backends.libvirt_hotplug import LibvirtHotplug
+from host_side.backends.select import EmulatedNicSettings
 from host_side.metrics import Metrics
 from testbed.libvirt_vm import TestVm
 from testbed.sysfs_tree import make_pf

@@ -22,10 +22,10 @@ from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from host_side.backend import VfRef, VfSettings
-from host_side.errors import HostSideError, InvalidRequest, NotFound, PreconditionFailed
-from host_side.pci import PciAddress
-from host_side.vf_netlink import (
+from contract.errors import HostSideError, InvalidRequest, NotFound, PreconditionFailed
+from contract.pci import PciAddress
+from host_side.backends.base import VfRef, VfSettings
+from host_side.backends.vf_netlink import (
     PyrouteVfNetlink,
     check_settings,
     netlink_error,

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from host_side.backend import VfRef, VfSettings, lease_alias
-from host_side.errors import PreconditionFailed
-from host_side.pci import PciAddress
+from contract.errors import PreconditionFailed
+from contract.pci import PciAddress
+from host_side.backends.base import VfRef, VfSettings, lease_alias
 from lab.lab import Lab
 
 pytestmark = pytest.mark.lab

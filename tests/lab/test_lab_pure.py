@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from host_side import config as host_config_mod
-from host_side.libvirt_xml import free_root_port, root_ports
+from host_side.backends.libvirt_xml import free_root_port, root_ports
 from lab import wire
 from lab.dpdk_app import frames_from, sent_by_testpmd
 from lab.host_service import GuestCredentials, host_config
@@ -20,8 +20,8 @@ from lab.plugin import plugin_config
 from lab.pods import demand, parse_look
 from lab.report import delta_ms, start_phases
 from lab.vm import QEMU_NS, SERVICE_IP, LabVmSpec, lab_domain_xml
-from nri_plugin.config import parse as parse_plugin_config
-from nri_plugin.demand import DemandDefaults, parse_demand
+from vm_side.config import parse as parse_plugin_config
+from vm_side.demand import DemandDefaults, parse_demand
 
 
 def spec(tmp_path: Path) -> LabVmSpec:

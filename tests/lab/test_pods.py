@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from host_side.backend import lease_alias
+from host_side.backends.base import lease_alias
 from lab.agent_client import GuestError
 from lab.dpdk_app import HostPacketDump, frames_from, sent_by_testpmd, txonly_argv
 from lab.pods import PodView, demand

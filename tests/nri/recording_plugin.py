@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from nri_plugin.nri_types import ContainerAdjustment, ContainerInfo, Device, Mount, PodInfo
 from nri_plugin.stub import EventContext, Stub
+from vm_side.runtime_model import ContainerAdjustment, ContainerInfo, Device, Mount, PodInfo
 
 FAIL = "test.vfhotplug.io/fail"
 ADJUST_BYTES = "test.vfhotplug.io/adjust-bytes"

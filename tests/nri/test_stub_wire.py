@@ -16,9 +16,9 @@ import pytest
 from nri_plugin.framing import PLUGIN_SERVICE_CONN, TYPE_REQUEST, TYPE_RESPONSE, encode_ttrpc
 from nri_plugin.nri_pb import nri_pb2 as nri
 from nri_plugin.nri_pb import ttrpc_pb2 as ttrpc
-from nri_plugin.nri_types import ContainerAdjustment, ContainerInfo, Device, Mount, PodInfo
 from nri_plugin.stub import EventContext, Stub, StubError, event_mask
 from tests.nri.fake_runtime import FakeRuntime
+from vm_side.runtime_model import ContainerAdjustment, ContainerInfo, Device, Mount, PodInfo
 
 
 class RecordingPlugin:

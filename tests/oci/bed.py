@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from host_side import pki
-from host_side.client import HostClient
-from host_side.wire import LeaseInfo
+from host_side.api.client import HostClient
+from host_side.api.wire import LeaseInfo
 from testbed.sysfs_tree import make_pf
 from testbed.waiting import free_port
 

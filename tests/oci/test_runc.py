@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from nri_plugin.records import Entry, PodState, list_pod_records
 from tests.oci import bed as oci_bed
+from vm_side.records import Entry, PodState, list_pod_records
 
 pytestmark = pytest.mark.skipif(bool(oci_bed.missing()), reason=str(oci_bed.missing()))
 

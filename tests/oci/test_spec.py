@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nri_plugin.nri_types import ContainerAdjustment, Device, Mount
 from oci_hooks.spec import (
     HookCommand,
     SpecError,
@@ -24,6 +23,7 @@ from oci_hooks.spec import (
     refuse_at_create,
     stage_of,
 )
+from vm_side.runtime_model import ContainerAdjustment, Device, Mount
 
 CID = "a" * 64
 BASE: dict[str, Any] = {

@@ -6,9 +6,9 @@ import dataclasses
 import time
 from pathlib import Path
 
-from nri_plugin import records as r
 from oci_hooks.hooks import container_name
 from tests.pod.test_records import RECORD
+from vm_side import records as r
 
 
 def test_lists_nri_pods_and_containers_without_touching_bad_files(tmp_path: Path):

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from host_side.sim_backend import SimBackend
-from nri_plugin.demand import DemandDefaults
-from nri_plugin.lifecycle import LifecycleConfig, PodLifecycle, PodStep
-from nri_plugin.netlink import GuestNetlink
+from host_side.backends.sim import SimBackend
 from tests.pod.fakes import FakeHost, FakeSysfsKernel, make_pool
+from vm_side.demand import DemandDefaults
+from vm_side.lifecycle import LifecycleConfig, PodLifecycle, PodStep
+from vm_side.netlink import GuestNetlink
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create network namespaces")
 

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from host_side.backend import Hotplug, VfNetlink, VfRef, VfSettings, lease_alias
-from host_side.contract import GrantedVf, HostCallError, VfRequest
-from host_side.pci import PciAddress
-from nri_plugin.sysfs import VFIO_DRIVER, GuestSysfs, SysfsError
+from contract.host_api import GrantedVf, HostCallError, VfRequest
+from contract.pci import PciAddress
+from host_side.backends.base import Hotplug, VfNetlink, VfRef, VfSettings, lease_alias
+from vm_side.sysfs import VFIO_DRIVER, GuestSysfs, SysfsError
 
 VFIO_GROUP_MAJOR = 511  # vfio allocates a dynamic char major; any free number does here
 VFIO_MISC = (10, 196)  # /dev/vfio/vfio is misc minor 196
@@ -49,7 +49,7 @@ class SimulatedCrash(BaseException):
 
 
 class FakeHost:
-    """Implements host_side.contract.HostApi over a real Hotplug/VfNetlink backend."""
+    """Implements contract.host_api.HostApi over a real Hotplug/VfNetlink backend."""
 
     def __init__(
         self, backend: Hotplug, netlink: VfNetlink, pools: dict[str, list[VfRef]], domain: str = "vm1"

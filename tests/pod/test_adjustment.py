@@ -3,12 +3,12 @@ from dataclasses import replace
 
 import pytest
 
-from host_side.contract import GrantedVf
-from host_side.pci import PciAddress
-from nri_plugin.adjustment import build_adjustment, container_notes, device_info_files, pool_env_name
-from nri_plugin.demand import Mode, VfSlot
-from nri_plugin.nri_types import Device, Mount
-from nri_plugin.records import PodRecord, PodState, StepDone, VfBinding
+from contract.host_api import GrantedVf
+from contract.pci import PciAddress
+from vm_side.adjustment import build_adjustment, container_notes, device_info_files, pool_env_name
+from vm_side.demand import Mode, VfSlot
+from vm_side.records import PodRecord, PodState, StepDone, VfBinding
+from vm_side.runtime_model import Device, Mount
 
 
 def vf(i: int, pool: str, mode: Mode, group: str | None = None) -> VfBinding:

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from host_side.backend import VfSettings, lease_alias
-from host_side.contract import GrantedVf
-from host_side.pci import PciAddress
-from host_side.sim_backend import SimBackend
-from nri_plugin.binder import Binder, BindError
-from nri_plugin.demand import Mode, VfSlot
-from nri_plugin.netlink import GuestNetlink
-from nri_plugin.records import PodRecord, PodState, VfBinding
+from contract.host_api import GrantedVf
+from contract.pci import PciAddress
+from host_side.backends.base import VfSettings, lease_alias
+from host_side.backends.sim import SimBackend
 from tests.pod.conftest import ip_json, links, needs_root
 from tests.pod.fakes import VFIO_GROUP_MAJOR, FakeSysfsKernel, make_pool
+from vm_side.binder import Binder, BindError
+from vm_side.demand import Mode, VfSlot
+from vm_side.netlink import GuestNetlink
+from vm_side.records import PodRecord, PodState, VfBinding
 
 pytestmark = needs_root
 VF = make_pool("ens1f0", "0000:3b:00.0", 1)[0]

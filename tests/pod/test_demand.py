@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from host_side.contract import VfRequest
-from nri_plugin.demand import (
+from contract.host_api import VfRequest
+from vm_side.demand import (
     ANNOTATION,
     DemandDefaults,
     DemandError,
@@ -13,7 +13,7 @@ from nri_plugin.demand import (
     PodDemand,
     parse_demand,
 )
-from nri_plugin.demand import (
+from vm_side.demand import (
     KEYS as DEMAND_KEYS,
 )
 

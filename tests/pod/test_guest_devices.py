@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from host_side.backend import VfSettings, lease_alias
-from host_side.contract import GrantedVf
-from host_side.pci import PciAddress
-from host_side.sim_backend import SimBackend
-from nri_plugin.guest_devices import DeviceFinder, DeviceTimeout, Expected
-from nri_plugin.netlink import GuestNetlink
-from nri_plugin.sysfs import GuestSysfs
+from contract.host_api import GrantedVf
+from contract.pci import PciAddress
+from host_side.backends.base import VfSettings, lease_alias
+from host_side.backends.sim import SimBackend
 from tests.pod.conftest import needs_root
 from tests.pod.fakes import make_pool
+from vm_side.guest_devices import DeviceFinder, DeviceTimeout, Expected
+from vm_side.netlink import GuestNetlink
+from vm_side.sysfs import GuestSysfs
 
 pytestmark = needs_root
 VFS = make_pool("ens1f0", "0000:3b:00.0", 2)

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from host_side.contract import HostCallError, VfRequest
-from nri_plugin.datapath_steps import DpdkEnvStep
-from nri_plugin.demand import ANNOTATION, Mode
-from nri_plugin.dpdk_env import DpdkEnvs, file_prefix
-from nri_plugin.lifecycle import PodError
-from nri_plugin.netlink import GuestNetlink, MovedLink
-from nri_plugin.records import PodRecord, PodState
+from contract.host_api import HostCallError, VfRequest
 from tests.pod.conftest import Guest, links, needs_root
 from tests.pod.fakes import VFIO_GROUP_MAJOR, VFIO_MISC, SimulatedCrash
+from vm_side.datapath_steps import DpdkEnvStep
+from vm_side.demand import ANNOTATION, Mode
+from vm_side.dpdk_env import DpdkEnvs, file_prefix
+from vm_side.lifecycle import PodError
+from vm_side.netlink import GuestNetlink, MovedLink
+from vm_side.records import PodRecord, PodState
 
 pytestmark = needs_root
 KERNEL_2 = json.dumps(

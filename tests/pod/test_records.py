@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from host_side.contract import GrantedVf
-from host_side.pci import PciAddress
-from host_side.sim_backend import SimBackend
-from nri_plugin import records as r
-from nri_plugin.demand import Mode, VfSlot
+from contract.host_api import GrantedVf
+from contract.pci import PciAddress
+from host_side.backends.sim import SimBackend
 from tests.pod.fakes import FakeHost
+from vm_side import records as r
+from vm_side.demand import Mode, VfSlot
 
 SLOT = VfSlot(0, "fast", Mode.DPDK, "net1", mac="02:00:00:00:00:01", vlan=7, trust=True, numa=1)
 GRANT = GrantedVf("L1", "fast", PciAddress.parse("0000:3b:02.1"), None, "02:00:00:00:00:01", 7, 1, 0)

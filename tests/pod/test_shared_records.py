@@ -3,10 +3,10 @@ against containerd's pod list) must leave the hooks' containers and their VFs al
 
 from __future__ import annotations
 
-from nri_plugin.demand import ANNOTATION
-from nri_plugin.records import Entry, list_pod_records
 from tests.pod.conftest import Guest
 from tests.pod.test_lifecycle import assert_clean, soon, vf_netdevs
+from vm_side.demand import ANNOTATION
+from vm_side.records import Entry, list_pod_records
 
 
 def test_reconcile_leaves_hook_containers_alone(guest: Guest, make_netns):

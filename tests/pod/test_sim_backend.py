@@ -3,9 +3,9 @@
 import subprocess
 from pathlib import Path
 
-from host_side.backend import VfSettings, lease_alias
-from host_side.pci import PciAddress
-from host_side.sim_backend import SimBackend
+from contract.pci import PciAddress
+from host_side.backends.base import VfSettings, lease_alias
+from host_side.backends.sim import SimBackend
 from tests.pod.conftest import links, needs_root
 from tests.pod.fakes import make_pool
 

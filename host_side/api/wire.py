@@ -1,0 +1,136 @@
+"""Protobuf <-> records, both directions, so the server and the client share one mapping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from contract.host_api import GrantedVf, VfRequest
+from contract.pci import PciAddress
+from host_side.api import hostplug_pb2 as _pb
+from host_side.leases import Lease
+
+
+def request_to_pb(r: VfRequest) -> _pb.VfRequest:
+    m = _pb.VfRequest(
+        pool=r.pool,
+        count=r.count,
+        mac=r.mac or "",
+        qos=r.qos,
+        min_tx_rate_mbps=r.min_tx_rate_mbps,
+        max_tx_rate_mbps=r.max_tx_rate_mbps,
+    )
+    if r.vlan is not None:
+        m.vlan = r.vlan
+    if r.trust is not None:
+        m.trust = r.trust
+    if r.spoofchk is not None:
+        m.spoofchk = r.spoofchk
+    if r.numa is not None:
+        m.numa = r.numa
+    return m
+
+
+def request_from_pb(m: _pb.VfRequest) -> VfRequest:
+    return VfRequest(
+        pool=m.pool,
+        count=m.count,
+        mac=m.mac or None,
+        vlan=m.vlan if m.HasField("vlan") else None,
+        qos=m.qos,
+        trust=m.trust if m.HasField("trust") else None,
+        spoofchk=m.spoofchk if m.HasField("spoofchk") else None,
+        min_tx_rate_mbps=m.min_tx_rate_mbps,
+        max_tx_rate_mbps=m.max_tx_rate_mbps,
+        numa=m.numa if m.HasField("numa") else None,
+    )
+
+
+def granted_to_pb(g: GrantedVf) -> _pb.GrantedVf:
+    m = _pb.GrantedVf(
+        lease_id=g.lease_id,
+        host_pci=str(g.host_pci),
+        guest_pci=str(g.guest_pci) if g.guest_pci else "",
+        mac=g.mac,
+        vlan=g.vlan,
+        pool=g.pool,
+        request_index=g.request_index,
+    )
+    if g.numa is not None:
+        m.numa = g.numa
+    return m
+
+
+def granted_from_pb(m: _pb.GrantedVf) -> GrantedVf:
+    return GrantedVf(
+        lease_id=m.lease_id,
+        pool=m.pool,
+        host_pci=PciAddress.parse(m.host_pci),
+        guest_pci=PciAddress.parse(m.guest_pci) if m.guest_pci else None,
+        mac=m.mac,
+        vlan=m.vlan,
+        numa=m.numa if m.HasField("numa") else None,
+        request_index=m.request_index,
+    )
+
+
+def lease_to_pb(le: Lease) -> _pb.Lease:
+    m = _pb.Lease(
+        lease_id=le.lease_id,
+        state="warm" if le.state == "attached" and le.pod_uid is None else le.state,
+        vm=le.vm,
+        pool=le.pool,
+        pf=le.vf.pf,
+        vf_index=le.vf.index,
+        host_pci=str(le.vf.pci),
+        guest_pci=str(le.guest_pci) if le.guest_pci else "",
+        pod_uid=le.pod_uid or "",
+        pod_name=le.pod_name or "",
+        mac=le.desired.mac,
+        vlan=le.desired.vlan,
+        since=le.since,
+        reason=le.reason or "",
+    )
+    if le.numa is not None:
+        m.numa = le.numa
+    return m
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """A lease as List reports it (state 'warm' is an attached spare without a pod)."""
+
+    lease_id: str
+    state: str
+    vm: str
+    pool: str
+    pf: str
+    vf_index: int
+    host_pci: str
+    guest_pci: str | None
+    pod_uid: str | None
+    pod_name: str | None
+    mac: str
+    vlan: int
+    numa: int | None
+    since: float
+    reason: str | None
+
+
+def lease_from_pb(m: _pb.Lease) -> LeaseInfo:
+    return LeaseInfo(
+        lease_id=m.lease_id,
+        state=m.state,
+        vm=m.vm,
+        pool=m.pool,
+        pf=m.pf,
+        vf_index=m.vf_index,
+        host_pci=m.host_pci,
+        guest_pci=m.guest_pci or None,
+        pod_uid=m.pod_uid or None,
+        pod_name=m.pod_name or None,
+        mac=m.mac,
+        vlan=m.vlan,
+        numa=m.numa if m.HasField("numa") else None,
+        since=m.since,
+        reason=m.reason or None,
+    )

@@ -1,0 +1,27 @@
+"""Builds the pod lifecycle from the plugin config: the one place both entries (NRI plugin, OCI hooks)
+construct their adapters, so they can never drift apart."""
+
+from __future__ import annotations
+
+from contract.host_api import HostApi
+from vm_side.config import PluginConfig
+from vm_side.datapath_steps import steps_from_config
+from vm_side.lifecycle import PodLifecycle
+from vm_side.netlink import GuestNetlink
+from vm_side.sysfs import GuestSysfs
+
+
+def build_lifecycle(
+    cfg: PluginConfig, host: HostApi, sysfs: GuestSysfs | None = None, crash_after: str | None = None
+) -> PodLifecycle:
+    """`sysfs` replaces the guest sysfs adapter (tests on a kernel without vfio); `crash_after` is the
+    tests' crash injection point. The VFs appear in the guest's own netns, the one we run in."""
+    return PodLifecycle(
+        host,
+        sysfs or GuestSysfs(cfg.sysfs_root),
+        GuestNetlink(None),
+        cfg.state_dir,
+        cfg.lifecycle,
+        steps=steps_from_config(cfg, crash_after=crash_after),
+        crash_after=crash_after,
+    )
