@@ -1,53 +1,81 @@
-"""The host side's one error family. Each error carries the gRPC status it maps to; the mapping to the
-wire happens in exactly one place (the gRPC servicer)."""
+"""The error vocabulary both sides share, without grpc: each error names its kind, and the server and the
+client each map kinds to gRPC status codes in one place (host_side.server, host_side.api.client)."""
 
 from __future__ import annotations
 
-import grpc
+from enum import StrEnum
+
+
+class ErrorKind(StrEnum):
+    """What failed, in gRPC's status names so the mapping either way is one lookup."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    ABORTED = "ABORTED"
+    UNAVAILABLE = "UNAVAILABLE"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    INTERNAL = "INTERNAL"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def retryable(self) -> bool:
+        """The same call (same request id) may succeed later: the host or the path to it was down."""
+        return self in (ErrorKind.UNAVAILABLE, ErrorKind.DEADLINE_EXCEEDED)
+
+    @classmethod
+    def named(cls, name: str) -> ErrorKind:
+        """The kind of a status name from the wire; one this vocabulary lacks is UNKNOWN."""
+        try:
+            return cls(name)
+        except ValueError:
+            return cls.UNKNOWN
 
 
 class HostSideError(Exception):
     """Base of every error the host side reports; the message names VM, pod, VF and what to do."""
 
-    status: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    kind: ErrorKind = ErrorKind.INTERNAL
 
 
 class InvalidRequest(HostSideError):
-    status = grpc.StatusCode.INVALID_ARGUMENT
+    kind = ErrorKind.INVALID_ARGUMENT
 
 
 class UnknownPool(HostSideError):
-    status = grpc.StatusCode.NOT_FOUND
+    kind = ErrorKind.NOT_FOUND
 
 
 class NotFound(HostSideError):
-    status = grpc.StatusCode.NOT_FOUND
+    kind = ErrorKind.NOT_FOUND
 
 
 class Exhausted(HostSideError):
     """Pool empty or quota reached."""
 
-    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    kind = ErrorKind.RESOURCE_EXHAUSTED
 
 
 class PermissionDenied(HostSideError):
-    status = grpc.StatusCode.PERMISSION_DENIED
+    kind = ErrorKind.PERMISSION_DENIED
 
 
 class PreconditionFailed(HostSideError):
     """The VM cannot take the device now: not running, no free pcie-root-port, device in use."""
 
-    status = grpc.StatusCode.FAILED_PRECONDITION
+    kind = ErrorKind.FAILED_PRECONDITION
 
 
 class BackendUnavailable(HostSideError):
     """libvirt (or the netlink socket) cannot be reached; retrying later may work."""
 
-    status = grpc.StatusCode.UNAVAILABLE
+    kind = ErrorKind.UNAVAILABLE
 
 
 class DeadlineExceeded(HostSideError):
-    status = grpc.StatusCode.DEADLINE_EXCEEDED
+    kind = ErrorKind.DEADLINE_EXCEEDED
 
 
 class ConfigError(HostSideError):

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from contract.errors import ErrorKind
 from contract.pci import PciAddress
 
 
@@ -41,16 +42,16 @@ class GrantedVf:
 
 
 class HostCallError(Exception):
-    """A host call failed. `code` is the gRPC status name (e.g. "RESOURCE_EXHAUSTED", "UNAVAILABLE")."""
+    """A host call failed; `code` says how (ErrorKind.RESOURCE_EXHAUSTED, ErrorKind.UNAVAILABLE, ...)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: ErrorKind, message: str) -> None:
         super().__init__(f"host refused ({code}): {message}")
         self.code = code
         self.detail = message
 
     @property
     def retryable(self) -> bool:
-        return self.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+        return self.code.retryable
 
 
 class HostApi(Protocol):

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from contract.crash_points import CrashPoints
 from contract.errors import HostSideError
 from host_side import config, pki
 from host_side.backends import select as backends
 from host_side.backends.base import Hotplug, VfNetlink
 from host_side.engine import Engine
 from host_side.inventory import SysfsInventory
-from host_side.leases import CRASH_ENV, LeaseStore
+from host_side.leases import LeaseStore
 from host_side.metrics import Metrics
 from host_side.server import HostServer
 
@@ -38,7 +38,7 @@ def serve(
     cfg: config.HostConfig, hotplug: Hotplug, netlink: VfNetlink, metrics: Metrics, stop: threading.Event
 ) -> None:
     """Runs the service with the given adapters until `stop` is set (SIGTERM/SIGINT in main)."""
-    store = LeaseStore(cfg.state_dir / "leases.sqlite3", crash_after=os.environ.get(CRASH_ENV))
+    store = LeaseStore(cfg.state_dir / "leases.sqlite3", crash_points=CrashPoints.from_env())
     try:
         inventory = SysfsInventory(cfg.sysfs_root, list(cfg.pools.values()))
         engine = Engine(cfg, inventory, store, hotplug, netlink, observe=metrics.observe)

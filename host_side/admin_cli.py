@@ -1,15 +1,17 @@
 """`vfhotplug status | leases | release`: the admin's view of the host service over its unix socket;
-`vfhotplug pods`: the VM-side view (the NRI plugin's pods, VFs and data-path health)."""
+`vfhotplug pods` runs the VM side's own view (vm_side.pods_cli) in its place."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from contract.errors import ErrorKind
 from contract.host_api import HostCallError
 from host_side.api.client import HostClient
 
@@ -75,14 +77,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     which.add_argument("--pod", help="pod uid (with --vm)")
     rel.add_argument("--vm", help="the VM of --pod")
     rel.add_argument("--timeout", type=float, default=30.0)
-    pods = sub.add_parser("pods", help="in the VM: the plugin's pods, their VFs and data-path health")
-    pods.add_argument("--state-dir", type=Path, default=None, help="the plugin's state_dir")
-    args = p.parse_args(argv)
+    sub.add_parser(
+        "pods", help="in the VM: the plugin's pods, their VFs and data-path health", add_help=False
+    )
+    args, rest = p.parse_known_args(argv)
     if args.cmd == "pods":
-        # The guest-side package is imported only here: a host install has no pods to show.
-        from vm_side.pods_view import DEFAULT_STATE_DIR, show_pods
-
-        return show_pods(args.state_dir or DEFAULT_STATE_DIR)
+        # One command for the admin, two owners: the VM's view is the VM side's own program, exec'd so the
+        # host's CLI never imports VM code (nor vpp_papi, pyroute2).
+        os.execv(sys.executable, [sys.executable, "-m", "vm_side.pods_cli", *rest])
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.cmd == "release" and args.pod and not args.vm:
         p.error("release --pod needs --vm")
     try:
@@ -93,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _leases(client, args.vm)
             return _release(client, args)
     except HostCallError as e:
-        hint = " (is vfhotplug-host running, and are you root?)" if e.code == "UNAVAILABLE" else ""
+        hint = " (is vfhotplug-host running, and are you root?)" if e.code == ErrorKind.UNAVAILABLE else ""
         print(f"vfhotplug: {e}{hint}", file=sys.stderr)
         return 2
 

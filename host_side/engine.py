@@ -29,11 +29,11 @@ from contract.errors import (
 )
 from contract.host_api import GrantedVf, VfRequest
 from contract.pci import PciAddress
-from host_side.backends.base import Hotplug, VfNetlink, VfSettings
+from host_side.backends.base import Hotplug, Observe, VfNetlink, VfSettings
 from host_side.config import HostConfig, PoolConfig, VmConfig
 from host_side.inventory import SysfsInventory
 from host_side.leases import Lease, LeaseStore, Reservation
-from host_side.plugging import Observe, Plugger, remaining
+from host_side.plugging import Plugger, remaining
 from host_side.policy import (
     check_quota,
     choose_vfs,
@@ -324,7 +324,7 @@ class Engine:
 
     def _plug_all(self, reserved: Sequence[Lease], deadline: float) -> list[Lease]:
         """Hot-plugs a call's VFs side by side (the guest's event waits overlap), waits for all of them,
-        then raises the first error; each failed one was already freed or quarantined by `plug`."""
+        then raises the first error; each failed one was already freed or quarantined by `Plugger.plug`."""
         if len(reserved) <= 1:
             return [self._plugger.plug(le, deadline) for le in reserved]
         with ThreadPoolExecutor(max_workers=min(len(reserved), _PLUG_PARALLEL)) as ex:
@@ -505,7 +505,7 @@ class Engine:
                     for le in reserved:
                         try:
                             self._plugger.plug(le, time.monotonic() + self._cfg.timeouts.attach_s)
-                        except HostSideError as e:  # _plug freed or quarantined it; try the next one
+                        except HostSideError as e:  # Plugger.plug freed or quarantined it; try the next one
                             log.warning(
                                 "warm spare VF %s for VM %s not plugged: %s", le.vf.pci, vm.identity, e
                             )

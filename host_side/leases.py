@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import sqlite3
 import threading
 import time
@@ -26,9 +24,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import grpc
-
-from contract.errors import HostSideError
+from contract.crash_points import NO_CRASHES, CrashPoints
+from contract.errors import ErrorKind, HostSideError
 from contract.pci import PciAddress
 from host_side.backends.base import VfRef, VfSettings
 from host_side.inventory import VfInfo
@@ -59,13 +56,11 @@ CREATE TABLE IF NOT EXISTS answers (
 );
 """
 
-CRASH_ENV = "VFHOTPLUG_CRASH_AFTER"
-
 
 class StaleLease(HostSideError):
     """A lease was not in the state a transition expected (another call moved it first)."""
 
-    status = grpc.StatusCode.ABORTED
+    kind = ErrorKind.ABORTED
 
 
 @dataclass(frozen=True)
@@ -131,10 +126,10 @@ def _lease(row: sqlite3.Row) -> Lease:
 class LeaseStore:
     """The SQLite lease table under `state_dir`. Thread-safe; each method is one transaction.
 
-    `crash_after` (tests only, from VFHOTPLUG_CRASH_AFTER): the process kills itself with SIGKILL right
-    after committing a transition into that state ("reserved" ... "free", "claimed", "answered")."""
+    `crash_points` (tests): reached right after committing a transition into a state ("reserved" ...
+    "free", "claimed", "answered"), so a test can kill the service there."""
 
-    def __init__(self, path: Path, *, crash_after: str | None = None) -> None:
+    def __init__(self, path: Path, *, crash_points: CrashPoints = NO_CRASHES) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
@@ -142,7 +137,7 @@ class LeaseStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()
-        self._crash_after = crash_after
+        self._crash = crash_points
 
     def close(self) -> None:
         with self._lock:
@@ -160,9 +155,7 @@ class LeaseStore:
             self._db.execute("COMMIT")
 
     def _committed(self, state: str) -> None:
-        if self._crash_after == state:
-            log.warning("test crash hook: SIGKILL to self right after committing %s", state)
-            os.kill(os.getpid(), signal.SIGKILL)
+        self._crash.reached(state)
 
     def sync_inventory(self, vfs: Sequence[VfInfo]) -> None:
         """Adds new VFs as free, updates what sysfs says about known ones, and marks vanished ones.

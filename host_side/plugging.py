@@ -10,17 +10,16 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from contract.errors import BackendUnavailable, DeadlineExceeded, HostSideError, NotFound, PreconditionFailed
-from host_side.backends.base import Hotplug, VfNetlink, lease_alias
+from host_side.backends.base import Hotplug, Observe, VfNetlink, lease_alias
 from host_side.config import Timeouts
 from host_side.leases import Lease, LeaseStore
 
 log = logging.getLogger(__name__)
 
-Observe = Callable[[str, float], None]
 # How a quarantine reason starts when an attach may or may not have reached the guest.
 ATTACH_UNKNOWN = "attach outcome unknown"
 

@@ -34,7 +34,7 @@ _DEFAULT_BUDGET_S = 120.0
 def status_of(err: BaseException) -> tuple[grpc.StatusCode, str]:
     """The one mapping from our errors to gRPC status and message; anything else is INTERNAL."""
     if isinstance(err, HostSideError):
-        return err.status, str(err)
+        return grpc.StatusCode[err.kind.value], str(err)
     return grpc.StatusCode.INTERNAL, "internal error in the host service; its log has the details"
 
 

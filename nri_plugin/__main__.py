@@ -20,6 +20,7 @@ from types import FrameType
 
 from prometheus_client import start_http_server
 
+from contract.crash_points import CrashPoints
 from contract.errors import ConfigError
 from nri_plugin.plugin import VfPlugin
 from nri_plugin.stub import Stub, StubError
@@ -32,7 +33,6 @@ from vm_side.lifecycle import PodLifecycle
 from vm_side.sysfs import GuestSysfs
 
 log = logging.getLogger("vfhotplug.nri")
-CRASH_ENV = "VFHOTPLUG_CRASH_AFTER"  # tests only: see PodLifecycle
 
 
 def _every(interval_s: float, fn: Callable[[], object], name: str) -> None:
@@ -72,7 +72,7 @@ class _PreregisteredPlugin(VfPlugin):
 
     def configure(self, config: str, runtime_name: str, runtime_version: str) -> None:
         cfg = plugin_config.parse(config, Path("<NRI config>"))
-        self.lifecycle = build_lifecycle(cfg, cfg.host.connect(), crash_after=os.environ.get(CRASH_ENV))
+        self.lifecycle = build_lifecycle(cfg, cfg.host.connect(), crash_points=CrashPoints.from_env())
         start_background(cfg, self.lifecycle)
 
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None, sysfs: GuestSysfs | None = None) -> int:
         else:
             cfg = plugin_config.load(args.config or plugin_config.DEFAULT_PATH)
             logging.getLogger().setLevel(cfg.log_level)
-            plugin = VfPlugin(build_lifecycle(cfg, cfg.host.connect(), sysfs, os.environ.get(CRASH_ENV)))
+            plugin = VfPlugin(build_lifecycle(cfg, cfg.host.connect(), sysfs, CrashPoints.from_env()))
             start_background(cfg, plugin.lifecycle)
             stub = Stub(
                 plugin,

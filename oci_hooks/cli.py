@@ -155,7 +155,7 @@ def _prepare(args: argparse.Namespace, make_sysfs: SysfsFactory | None) -> int:
     hooks = _hooks(args, make_sysfs)
     out = hooks.prepare_bundle(cid, config, _self_command(args))
     assert out is not None  # the annotation is there
-    from vm_side.records import write_atomic
+    from vm_side.record_store import write_atomic
 
     try:
         write_atomic(path, json.dumps(out, indent=2))
@@ -228,7 +228,7 @@ def _failures() -> tuple[type[BaseException], ...]:
     from contract.host_api import HostCallError
     from oci_hooks.hooks import HookFailure
     from vm_side.lifecycle import PodError
-    from vm_side.records import RecordError
+    from vm_side.pod_record import RecordError
 
     return (HookFailure, PodError, HostCallError, ConfigError, RecordError)
 

@@ -24,7 +24,7 @@ from oci_hooks.spec import (
 )
 from vm_side.demand import ANNOTATION, DemandError, parse_demand
 from vm_side.lifecycle import PodError, PodLifecycle
-from vm_side.records import Entry
+from vm_side.pod_record import Entry
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from vm_side.datapath_steps import VppStep
 from vm_side.demand import Mode, VfSlot
 from vm_side.dpdk_env import DpdkEnvs
 from vm_side.dpdk_health import HealthMonitor, Telemetry
-from vm_side.records import PodRecord, PodState, StepDone, VfBinding
+from vm_side.pod_record import PodRecord, PodState, StepDone, VfBinding
 from vm_side.vpp_pod import VppPods, memif_wiring
 
 PODS = 100

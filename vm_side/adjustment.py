@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 from vm_side.demand import Mode
-from vm_side.records import PodRecord, PodState, VfBinding
+from vm_side.pod_record import PodRecord, PodState, VfBinding
 from vm_side.runtime_model import ContainerAdjustment, Device, Mount
 
 STATUS_ANNOTATION = "vfhotplug.io/status"

@@ -3,6 +3,7 @@ construct their adapters, so they can never drift apart."""
 
 from __future__ import annotations
 
+from contract.crash_points import NO_CRASHES, CrashPoints
 from contract.host_api import HostApi
 from vm_side.config import PluginConfig
 from vm_side.datapath_steps import steps_from_config
@@ -12,16 +13,15 @@ from vm_side.sysfs import GuestSysfs
 
 
 def build_lifecycle(
-    cfg: PluginConfig, host: HostApi, sysfs: GuestSysfs | None = None, crash_after: str | None = None
+    cfg: PluginConfig, host: HostApi, sysfs: GuestSysfs | None = None, crash_points: CrashPoints = NO_CRASHES
 ) -> PodLifecycle:
-    """`sysfs` replaces the guest sysfs adapter (tests on a kernel without vfio); `crash_after` is the
-    tests' crash injection point. The VFs appear in the guest's own netns, the one we run in."""
+    """`sysfs` replaces the guest sysfs adapter (tests on a kernel without vfio); `crash_points` is for tests."""
     return PodLifecycle(
         host,
         sysfs or GuestSysfs(cfg.sysfs_root),
         GuestNetlink(None),
         cfg.state_dir,
         cfg.lifecycle,
-        steps=steps_from_config(cfg, crash_after=crash_after),
-        crash_after=crash_after,
+        steps=steps_from_config(cfg, crash_points),
+        crash_points=crash_points,
     )

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from vm_side.demand import Mode
 from vm_side.netlink import GuestNetlink, LinkError
-from vm_side.records import PodRecord, VfBinding
+from vm_side.pod_record import PodRecord, VfBinding
 from vm_side.sysfs import VFIO_DRIVER, GuestSysfs, SysfsError
 
 log = logging.getLogger(__name__)

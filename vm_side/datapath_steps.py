@@ -11,14 +11,15 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from contract.crash_points import NO_CRASHES, CrashPoints
 from contract.pci import PciAddress
 from vm_side.adjustment import container_notes
 from vm_side.config import PluginConfig
 from vm_side.demand import Mode
 from vm_side.dpdk_env import DpdkEnvs, plan_dpdk_env
 from vm_side.dpdk_health import Health, HealthMonitor
-from vm_side.lifecycle import PodStep, crash_point
-from vm_side.records import PodRecord
+from vm_side.lifecycle import PodStep
+from vm_side.pod_record import PodRecord
 from vm_side.vpp import Vpp, VppError, VppUnavailable
 from vm_side.vpp_pod import VppPodError, VppPodRecord, VppPods, memif_wiring
 
@@ -51,9 +52,9 @@ class VppStep:
 
     name = VPP_STEP
 
-    def __init__(self, pods: VppPods, crash_after: str | None = None) -> None:
+    def __init__(self, pods: VppPods, crash_points: CrashPoints = NO_CRASHES) -> None:
         self.pods = pods
-        self._crash_after = crash_after  # tests only: VFHOTPLUG_CRASH_AFTER="vpp attach"
+        self._crash = crash_points  # tests: killed at "vpp attach"
         self._lock = threading.Lock()
         # Pods this process programmed and has not undone: they count as live before their record says so.
         self._current: dict[str, VppPodRecord] = {}
@@ -66,7 +67,7 @@ class VppStep:
         vfs = _vfs_of(rec, Mode.VPP)
         with self._lock:
             self._fresh_connection(rec.pod_uid)
-            done = self.pods.program(rec.pod_uid, vfs, lambda point: crash_point(self._crash_after, point))
+            done = self.pods.program(rec.pod_uid, vfs, self._crash.reached)
             self._current[rec.pod_uid] = done
         wiring = memif_wiring(self.pods.memif_dir, rec.pod_uid, len(done.ports))
         return {NOTE_VPP: json.dumps(done.to_dict()), **container_notes(wiring.mounts, wiring.env)}
@@ -154,11 +155,11 @@ def telemetry_socket(rec: PodRecord) -> Path | None:
     return None if notes is None or NOTE_TELEMETRY not in notes else Path(notes[NOTE_TELEMETRY])
 
 
-def steps_from_config(cfg: PluginConfig, crash_after: str | None = None) -> list[PodStep]:
+def steps_from_config(cfg: PluginConfig, crash_points: CrashPoints = NO_CRASHES) -> list[PodStep]:
     """The DPDK env always; VPP when [vpp] is configured (without it, vpp pods are refused). The NRI
     plugin and the OCI hooks build the same steps from the same config."""
     steps: list[PodStep] = [DpdkEnvStep(DpdkEnvs(cfg.dpdk.runtime_root, cfg.dpdk.hugepages))]
     if cfg.vpp is not None:
         vpp = Vpp(cfg.vpp.socket, api_dirs=cfg.vpp.api_dirs)
-        steps.append(VppStep(VppPods(vpp, cfg.vpp.memif_dir), crash_after=crash_after))
+        steps.append(VppStep(VppPods(vpp, cfg.vpp.memif_dir), crash_points=crash_points))
     return steps

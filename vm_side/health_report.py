@@ -13,7 +13,8 @@ from pathlib import Path
 
 from vm_side.datapath_steps import VPP_STEP, VppStep, step_notes, telemetry_socket
 from vm_side.dpdk_health import Health, HealthMonitor
-from vm_side.records import PodState, RecordStore, write_atomic
+from vm_side.pod_record import PodState
+from vm_side.record_store import RecordStore, write_atomic
 
 HEALTH_FILE = "health.json"
 VPP_KEY = "vpp"  # VPP's own entry: one VPP serves every vpp-mode pod

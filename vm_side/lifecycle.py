@@ -10,9 +10,7 @@ reconcile: after a restart, finish or undo what records say was half done, then 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,28 +19,25 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from contract.crash_points import NO_CRASHES, CrashPoints
 from contract.host_api import GrantedVf, HostApi, HostCallError
 from vm_side.adjustment import DEVINFO_SUBDIR, build_adjustment, device_info_files
 from vm_side.binder import Binder, BindError
 from vm_side.demand import DemandDefaults, DemandError, Mode, PodDemand, VfSlot, parse_demand
 from vm_side.guest_devices import DeviceFinder, Expected
 from vm_side.netlink import GuestNetlink
-from vm_side.records import (
+from vm_side.pod_record import (
     JOURNAL_SUBDIR,
     PODS_SUBDIR,
     Entry,
-    OwedRelease,
     PodRecord,
     PodState,
     RecordError,
-    RecordStore,
-    ReleaseJournal,
-    ReleaseWorker,
     StepDone,
     VfBinding,
-    settle,
-    write_atomic,
 )
+from vm_side.record_store import RecordStore, write_atomic
+from vm_side.release_journal import OwedRelease, ReleaseJournal, ReleaseWorker, settle
 from vm_side.runtime_model import ContainerAdjustment
 from vm_side.sysfs import GuestSysfs
 
@@ -127,11 +122,10 @@ class PodLifecycle:
         config: LifecycleConfig,
         steps: Sequence[PodStep] = (),
         poll_interval_s: float = 0.1,
-        crash_after: str | None = None,
+        crash_points: CrashPoints = NO_CRASHES,
     ) -> None:
         self.host = host
-        # Tests only (VFHOTPLUG_CRASH_AFTER): SIGKILL ourselves right after the named step is on disk.
-        self._crash_after = crash_after
+        self._crash = crash_points  # tests hand in an armed one to kill us right after a step is on disk
         self.config = config
         self.store = RecordStore(records_dir / PODS_SUBDIR)
         self.journal = ReleaseJournal(records_dir / JOURNAL_SUBDIR)
@@ -203,14 +197,14 @@ class PodLifecycle:
                 entry=entry,
             )
             self.store.save(rec)
-            self._crash_point("preparing")
+            self._crash.reached("preparing")
             step = "host attach"
             try:
                 for step, action in self._plan(demand):
                     self._check_time(deadline, step)
                     rec = action(rec, deadline)
                     self.store.save(rec)
-                    self._crash_point(step)
+                    self._crash.reached(step)
             except Exception as e:  # any failure, bugs included, must roll back
                 log.warning("pod %s (%s): %s failed (%s); rolling back", pod_name, pod_uid, step, e)
                 if deadline - time.monotonic() < self.config.margin_s:
@@ -363,7 +357,7 @@ class PodLifecycle:
                 # A dropped connection ("Stream removed") says nothing of the call's fate; the request id
                 # makes a retry return the same leases, so try again a few times while time allows.
                 left = deadline - time.monotonic() - self.config.margin_s
-                if e.code != "UNAVAILABLE" or attempt == _ATTACH_TRIES or left < 2 * _ATTACH_RETRY_S:
+                if not e.retryable or attempt == _ATTACH_TRIES or left < 2 * _ATTACH_RETRY_S:
                     raise
                 log.warning(
                     "pod %s (%s): host attach try %d: %s; retrying", rec.pod_name, rec.pod_uid, attempt, e
@@ -422,7 +416,7 @@ class PodLifecycle:
         """Undo in reverse, then release on the host; journal the release if the host does not confirm."""
         rec = replace(rec, state=PodState.RELEASING)
         self.store.save(rec)
-        self._crash_point("releasing")
+        self._crash.reached("releasing")
         by_name = {s.name: s for s in self._steps}
         for done in reversed(rec.steps):
             step = by_name.get(done.name)
@@ -443,11 +437,11 @@ class PodLifecycle:
             except BindError as e:
                 # The host's detach takes the VF out of the guest wherever it is; nothing leaks.
                 log.error("pod %s (%s): %s; the host detach will remove it", rec.pod_name, rec.pod_uid, e)
-        self._crash_point("unbound")
+        self._crash.reached("unbound")
         owed = OwedRelease(rec.pod_uid, rec.pod_name, f"{rec.request_id}/release", time.time())
         try:
             settle(self.host, owed, release_timeout_s or self.config.host_timeout_s)
-            self._crash_point("host release")
+            self._crash.reached("host release")
         except HostCallError as e:
             log.warning(
                 "pod %s (%s): host release not confirmed (%s); journaled", rec.pod_name, rec.pod_uid, e
@@ -492,9 +486,6 @@ class PodLifecycle:
             t.join(max(deadline - time.monotonic(), 0))
         return not any(t.is_alive() for t in pending)
 
-    def _crash_point(self, step: str) -> None:
-        crash_point(self._crash_after, step)
-
     def _budget(self, deadline: float | None, rollback: bool = False) -> float | None:
         """Time a host call may take before `deadline` (None: no deadline, the configured timeout).
         A rollback may use the margin: that is what it was kept for."""
@@ -530,13 +521,6 @@ class PodLifecycle:
                 locks.users[pod_uid] -= 1
                 if not locks.users[pod_uid]:  # last user: drop the lock, the map stays bounded
                     del locks.users[pod_uid], locks.pods[pod_uid]
-
-
-def crash_point(crash_after: str | None, step: str) -> None:
-    """Tests only (VFHOTPLUG_CRASH_AFTER): SIGKILL this process right after ``step``."""
-    if crash_after == step:
-        log.warning("crash injected after %r (VFHOTPLUG_CRASH_AFTER)", step)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _Action(Protocol):

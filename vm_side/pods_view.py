@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from vm_side.health_report import HEALTH_FILE, VPP_KEY, HealthEntry, read_health
-from vm_side.records import PodRecord, RecordStore
+from vm_side.pod_record import PodRecord
+from vm_side.record_store import list_pod_records
 
 DEFAULT_STATE_DIR = Path("/var/lib/vfhotplug")
 
@@ -44,7 +45,7 @@ def show_pods(state_dir: Path) -> int:
             f"vfhotplug: no plugin state in {state_dir}; pass --state-dir (the [pods] state_dir of nri.toml)"
         )
         return 2
-    records = RecordStore(state_dir / "pods").all()
+    records = list_pod_records(state_dir)  # read-only: a status view never moves or creates files
     try:
         health = read_health(state_dir / HEALTH_FILE)
     except ValueError as e:

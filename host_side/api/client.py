@@ -12,6 +12,7 @@ from typing import TypeVar, cast
 
 import grpc
 
+from contract.errors import ErrorKind
 from contract.host_api import GrantedVf, HostCallError, VfRequest
 from host_side.api import hostplug_pb2 as _pb
 from host_side.api import hostplug_pb2_grpc as _grpc
@@ -38,7 +39,9 @@ def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as e:
-        raise HostCallError("INVALID_ARGUMENT", f"cannot read the {what} file {path}: {e.strerror}") from e
+        raise HostCallError(
+            ErrorKind.INVALID_ARGUMENT, f"cannot read the {what} file {path}: {e.strerror}"
+        ) from e
 
 
 class HostClient:
@@ -91,7 +94,7 @@ class HostClient:
         except grpc.RpcError as e:
             # Errors raised by unary calls are grpc.Call objects too (code, details); the stubs miss that.
             call = cast(grpc.Call, e)
-            raise HostCallError(call.code().name, call.details() or call.code().name) from e
+            raise HostCallError(ErrorKind.named(call.code().name), call.details() or call.code().name) from e
 
     def _attach(
         self,

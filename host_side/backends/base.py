@@ -7,10 +7,14 @@ puts a device into a libvirt domain and takes it out again. Production uses pyro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from contract.pci import PciAddress
+
+# Hears (phase name, seconds) of each timed step, for the metrics.
+Observe = Callable[[str, float], None]
 
 # Every device we plug carries a libvirt user alias with this prefix, naming its lease; reconcile
 # finds our devices in the live domain XML by it. libvirt requires user aliases to start with "ua-".

@@ -25,7 +25,7 @@ from contract.errors import (
     NotFound,
     PreconditionFailed,
 )
-from host_side.backends.base import PluggedDevice, VfRef, VfSettings
+from host_side.backends.base import Observe, PluggedDevice, VfRef, VfSettings
 from host_side.backends.libvirt_errors import LibvirtFailure, route_libvirt_errors_to_logging, translate
 from host_side.backends.libvirt_events import DeviceEvent, DeviceEvents, Waiter, ensure_event_loop
 from host_side.backends.libvirt_xml import (
@@ -40,7 +40,6 @@ from host_side.backends.libvirt_xml import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Observe = Callable[[str, float], None]
 
 # While waiting for an event, re-read the live XML this often: an event can be lost when the connection
 # drops, and the live XML is the truth either way.

@@ -11,9 +11,8 @@ import logging
 from typing import cast
 
 from contract.pci import PciAddress
-from host_side.backends.base import Hotplug, VfNetlink, VfRef, VfSettings
+from host_side.backends.base import Hotplug, Observe, VfNetlink, VfRef, VfSettings
 from host_side.config import HostConfig
-from host_side.plugging import Observe
 
 log = logging.getLogger(__name__)
 

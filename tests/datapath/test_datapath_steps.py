@@ -16,8 +16,9 @@ from vm_side.demand import Mode, VfSlot
 from vm_side.dpdk_env import DpdkEnvs
 from vm_side.dpdk_health import HealthMonitor
 from vm_side.health_report import HEALTH_FILE, HealthPoller, read_health
+from vm_side.pod_record import PodRecord, PodState, StepDone, VfBinding
 from vm_side.pods_view import render_pods
-from vm_side.records import PodRecord, PodState, RecordStore, StepDone, VfBinding
+from vm_side.record_store import RecordStore
 from vm_side.vpp_pod import VppPods, parse_tag
 
 UID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"

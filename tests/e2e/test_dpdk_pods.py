@@ -21,7 +21,7 @@ from tests.e2e.conftest import stack_for
 from tests.stack import SimStack
 from vm_side.adjustment import build_adjustment
 from vm_side.health_report import HEALTH_FILE, read_health
-from vm_side.records import RecordStore
+from vm_side.record_store import RecordStore
 
 pytestmark = pytest.mark.containerd
 

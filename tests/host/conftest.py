@@ -14,11 +14,11 @@ import pytest
 
 from host_side import config, pki
 from host_side.api.client import HostClient
+from host_side.backends.base import Observe
 from host_side.engine import Engine
 from host_side.inventory import SysfsInventory
 from host_side.leases import LeaseStore
 from host_side.metrics import Metrics
-from host_side.plugging import Observe
 from host_side.server import HostServer
 from testbed.sysfs_tree import make_pf
 from testbed.waiting import free_port

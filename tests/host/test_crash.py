@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from contract.crash_points import CRASH_ENV
 from contract.host_api import HostCallError, VfRequest
 from host_side.api.client import HostClient
 from host_side.backends.base import lease_alias
-from host_side.leases import CRASH_ENV
 from testbed.waiting import free_port
 from tests.host.conftest import VMS, Pki, build_sysfs, write_config
 from tests.host.fake_service import launch

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.oci import bed as oci_bed
-from vm_side.records import Entry, PodState, list_pod_records
+from vm_side.pod_record import Entry, PodState
+from vm_side.record_store import list_pod_records
 
 pytestmark = pytest.mark.skipif(bool(oci_bed.missing()), reason=str(oci_bed.missing()))
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from contract.errors import ErrorKind
 from contract.host_api import GrantedVf, HostCallError, VfRequest
 from contract.pci import PciAddress
 from host_side.backends.base import Hotplug, VfNetlink, VfRef, VfSettings, lease_alias
@@ -70,7 +71,7 @@ class FakeHost:
     def _check_up(self, what: str) -> None:
         self.calls.append(what)
         if not self.up:
-            raise HostCallError("UNAVAILABLE", "failed to connect to all addresses (host down)")
+            raise HostCallError(ErrorKind.UNAVAILABLE, "failed to connect to all addresses (host down)")
 
     def leases_of(self, pod_uid: str) -> list[Lease]:
         return [lease for lease in self.leases.values() if lease.pod_uid == pod_uid]
@@ -88,13 +89,13 @@ class FakeHost:
             picks: list[tuple[int, str, VfRef, VfRequest]] = []
             for index, req in enumerate(requests):
                 if req.pool not in self.pools:
-                    raise HostCallError("NOT_FOUND", f"no pool {req.pool!r}")
+                    raise HostCallError(ErrorKind.NOT_FOUND, f"no pool {req.pool!r}")
                 free = [
                     vf for vf in self.pools[req.pool] if vf not in taken and vf not in {p[2] for p in picks}
                 ]
                 if len(free) < req.count:
                     raise HostCallError(
-                        "RESOURCE_EXHAUSTED",
+                        ErrorKind.RESOURCE_EXHAUSTED,
                         f"pool {req.pool!r} has {len(free)} free VFs, pod {pod_name} asks {req.count}",
                     )
                 picks.extend((index, req.pool, vf, req) for vf in free[: req.count])
@@ -112,7 +113,9 @@ class FakeHost:
             # A slow host keeps working after the caller gave up: the leases stay taken.
             time.sleep(min(self.attach_delay_s, max(timeout_s, 0)))
             if self.attach_delay_s > timeout_s:
-                raise HostCallError("DEADLINE_EXCEEDED", f"attach for {pod_name} took over {timeout_s:.2f}s")
+                raise HostCallError(
+                    ErrorKind.DEADLINE_EXCEEDED, f"attach for {pod_name} took over {timeout_s:.2f}s"
+                )
         if "attach" in self.crash_after:
             raise SimulatedCrash("after attach")
         return [lease.grant for lease in self.leases.values() if lease.request_id == request_id]

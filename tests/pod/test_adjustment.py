@@ -7,7 +7,7 @@ from contract.host_api import GrantedVf
 from contract.pci import PciAddress
 from vm_side.adjustment import build_adjustment, container_notes, device_info_files, pool_env_name
 from vm_side.demand import Mode, VfSlot
-from vm_side.records import PodRecord, PodState, StepDone, VfBinding
+from vm_side.pod_record import PodRecord, PodState, StepDone, VfBinding
 from vm_side.runtime_model import Device, Mount
 
 

@@ -15,7 +15,7 @@ from tests.pod.fakes import VFIO_GROUP_MAJOR, FakeSysfsKernel, make_pool
 from vm_side.binder import Binder, BindError
 from vm_side.demand import Mode, VfSlot
 from vm_side.netlink import GuestNetlink
-from vm_side.records import PodRecord, PodState, VfBinding
+from vm_side.pod_record import PodRecord, PodState, VfBinding
 
 pytestmark = needs_root
 VF = make_pool("ens1f0", "0000:3b:00.0", 1)[0]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from contract.errors import ErrorKind
 from contract.host_api import HostCallError, VfRequest
 from tests.pod.conftest import Guest, links, needs_root
 from tests.pod.fakes import VFIO_GROUP_MAJOR, VFIO_MISC, SimulatedCrash
@@ -17,7 +18,7 @@ from vm_side.demand import ANNOTATION, Mode
 from vm_side.dpdk_env import DpdkEnvs, file_prefix
 from vm_side.lifecycle import PodError
 from vm_side.netlink import GuestNetlink, MovedLink
-from vm_side.records import PodRecord, PodState
+from vm_side.pod_record import PodRecord, PodState
 
 pytestmark = needs_root
 KERNEL_2 = json.dumps(
@@ -183,7 +184,7 @@ def test_a_dropped_connection_is_retried_with_the_same_request_id(guest: Guest, 
     def flaky_attach(pod_uid, pod_name, requests, request_id, timeout_s):
         seen.append(request_id)
         if len(seen) == 1:
-            raise HostCallError("UNAVAILABLE", "Stream removed (Socket closed)")
+            raise HostCallError(ErrorKind.UNAVAILABLE, "Stream removed (Socket closed)")
         return real_attach(pod_uid, pod_name, requests, request_id, timeout_s)
 
     guest.host.attach = flaky_attach  # type: ignore[method-assign]

@@ -6,7 +6,8 @@ from __future__ import annotations
 from tests.pod.conftest import Guest
 from tests.pod.test_lifecycle import assert_clean, soon, vf_netdevs
 from vm_side.demand import ANNOTATION
-from vm_side.records import Entry, list_pod_records
+from vm_side.pod_record import Entry
+from vm_side.record_store import list_pod_records
 
 
 def test_reconcile_leaves_hook_containers_alone(guest: Guest, make_netns):
