@@ -265,6 +265,8 @@ class Stub:
             try:
                 conn = self._connect_and_register()
             except (OSError, RpcError, StubError) as e:
+                if self._stop.is_set():
+                    break  # stop() closed the connection under a registration in flight
                 if self.preregistered or self._conn_given is not None:
                     raise StubError(f"NRI registration failed: {e}") from e
                 log.warning(
