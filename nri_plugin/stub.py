@@ -367,6 +367,13 @@ class Stub:
         )
         mask = event_mask(self._plugin, info)
         unsupported = event_mask(self._plugin) & ~mask
+        if unsupported and not mask:
+            # Mask 0 means "every event" to the runtime, the opposite of what the plugin can handle.
+            raise RpcError(
+                CODE_UNKNOWN,
+                f"vfhotplug: {info.ref} delivers none of the events this plugin handles "
+                f"(mask {unsupported:#x}); run it against a newer runtime or give it a handler this one delivers",
+            )
         if unsupported:
             log.warning(
                 "NRI: %s cannot deliver the events of mask %#x; the plugin's handlers for them stay idle",

@@ -356,6 +356,19 @@ def test_pod_update_events_are_asked_for_only_where_the_runtime_knows_them(wires
     assert rt23.handshake().events == (0x7FF & ~(0x80 | 0x200)) | 0x800 | 0x1000
 
 
+class PodUpdateOnlyPlugin:
+    def update_pod_sandbox(self, pod: PodInfo, ctx: EventContext) -> None:
+        raise AssertionError("a v0.8 runtime never sends this")
+
+
+def test_a_plugin_with_nothing_the_runtime_delivers_fails_configure(wires: Wires) -> None:
+    # Answering mask 0 would subscribe it to every event instead of none.
+    rt, _ = wires.connect(Containerd21, PodUpdateOnlyPlugin())
+    req = nri.ConfigureRequest(runtime_name="containerd", runtime_version="2.1.9~ds1", request_timeout=2000)
+    reply = rt.call("Configure", req.SerializeToString())
+    assert reply.code == 2 and "delivers none of the events" in reply.message and "0x800" in reply.message
+
+
 # --- containerd 2.3 (NRI v0.12) ---
 
 
