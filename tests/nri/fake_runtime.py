@@ -45,6 +45,7 @@ class FakeRuntime:
         self.frame_sizes: list[int] = []  # payload size of every mux frame the plugin sent
         self._next_stream = 1
         self._lock = threading.Lock()
+        self.registrations: list[ttrpc.Request] = []  # the RegisterPlugin envelopes (timeout_nano etc.)
 
     def _pump(self) -> None:
         data = self.sock.recv(65536)
@@ -78,6 +79,7 @@ class FakeRuntime:
         msg = self.receive(RUNTIME_SERVICE_CONN, TYPE_REQUEST)
         req = ttrpc.Request.FromString(msg.data)
         assert (req.service, req.method) == ("nri.pkg.api.v1alpha1.Runtime", "RegisterPlugin")
+        self.registrations.append(req)
         # Like containerd: a successful reply with no status field at all.
         self.send_raw(RUNTIME_SERVICE_CONN, encode_ttrpc(msg.stream_id, TYPE_RESPONSE, b""))
         return nri.RegisterPluginRequest.FromString(req.payload)
@@ -105,8 +107,24 @@ class FakeRuntime:
         resp = ttrpc.Response.FromString(msg.data)
         return Reply(resp.status.code, resp.status.message, resp.payload, resp.HasField("status"))
 
-    def configure(self, config: str = "") -> nri.ConfigureResponse:
-        req = nri.ConfigureRequest(config=config, runtime_name="fake", runtime_version="0")
+    def configure(
+        self,
+        config: str = "",
+        *,
+        runtime_name: str = "fake",
+        runtime_version: str = "0",
+        registration_timeout_ms: int = 0,
+        request_timeout_ms: int = 0,
+        nri_version: str = "",
+    ) -> nri.ConfigureResponse:
+        req = nri.ConfigureRequest(
+            config=config,
+            runtime_name=runtime_name,
+            runtime_version=runtime_version,
+            registration_timeout=registration_timeout_ms,
+            request_timeout=request_timeout_ms,
+            NRI_version=nri_version,
+        )
         reply = self.call("Configure", req.SerializeToString())
         assert reply.code == 0, reply.message
         return nri.ConfigureResponse.FromString(reply.payload)

@@ -123,7 +123,9 @@ def test_handler_error_names_pod_and_cause(wired) -> None:
 
 def test_unknown_method_and_service_are_unimplemented(wired) -> None:
     rt, _, _ = wired
-    assert rt.call("RunPodSandbox", b"").code == 12  # NRI v0.12 per-event RPC: falls back to StateChange
+    assert rt.call("NoSuchMethod", b"").code == 12
+    # A dedicated (v0.12) RPC of an event the plugin has no handler for: the runtime falls back to StateChange
+    assert rt.call("RemovePodSandbox", b"").code == 12
     assert rt.call("Configure", b"", service="no.such.Service").code == 12
 
 
