@@ -10,6 +10,7 @@ nothing selects it by default.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -41,6 +42,9 @@ class SimBackend:
         self.netns = netns
         self.state_file = state_file or guest_sysfs_root.with_name(guest_sysfs_root.name + ".sim-state.json")
         self._lock = threading.Lock()
+        # Netdev names carry a tag of this backend's guest root: two simulated guests on one kernel (two
+        # test runs, or a service restarted on another root) never delete each other's "stale" netdevs.
+        self._tag = hashlib.sha256(str(guest_sysfs_root.resolve()).encode()).hexdigest()[:3]
         for drv in (SIM_DRIVER, "vfio-pci"):
             (self.root / "bus/pci/drivers" / drv).mkdir(parents=True, exist_ok=True)
 
@@ -97,6 +101,10 @@ class SimBackend:
             gdev.write_text(f"{mac}\n")
         dev["mac"] = mac
 
+    def netdev_name(self, bus: int) -> str:
+        """The netdev of the device on guest bus `bus` (its veth peer adds "p"); 15 characters at most."""
+        return f"vfsim{self._tag}{bus:02x}"
+
     # -- Hotplug -------------------------------------------------------------------------------------
     def domain_running(self, domain: str) -> bool:
         return True  # the simulated guest is this machine, always up
@@ -113,7 +121,7 @@ class SimBackend:
             if not free:
                 raise PreconditionFailed(f"simulated guest {domain}: no free root port for {alias}")
             gpci = PciAddress(0, free[0], 0, 0)
-            ifname = f"vfsim{gpci.bus:02x}"
+            ifname = self.netdev_name(gpci.bus)
             with self._ipr() as ipr:
                 for stale in (ifname, f"{ifname}p"):
                     if idx := ipr.link_lookup(ifname=stale):

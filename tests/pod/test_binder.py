@@ -29,7 +29,7 @@ def setup(tmp_path: Path, netns: str, pod_netns: str, slot: VfSlot):
     sysfs = FakeSysfsKernel(tmp_path / "sys")
     binder = Binder(sysfs, GuestNetlink(netns))
     grant = GrantedVf("L1", "default", VF.pci, GPCI, MAC, 0, None, 0)
-    vf = VfBinding(slot=slot, grant=grant, guest_pci=GPCI, guest_ifname="vfsim10")
+    vf = VfBinding(slot=slot, grant=grant, guest_pci=GPCI, guest_ifname=sim.netdev_name(0x10))
     rec = PodRecord("uid-1", "pod-1", pod_netns, PodState.PREPARING, 1, "uid-1/1", (slot,), (vf,))
     return sim, sysfs, binder, rec, vf
 
@@ -46,12 +46,12 @@ def test_kernel_mode_moves_renames_configures_and_undoes(tmp_path, make_netns):
     assert [(a["local"], a["prefixlen"]) for a in net1["addr_info"] if a["family"] == "inet"] == [
         ("10.9.0.2", 24)
     ]
-    assert "vfsim10" not in links(netns)
+    assert sim.netdev_name(0x10) not in links(netns)
 
     binder.unbind(rec, vf)
     binder.unbind(rec, vf)  # repeat: nothing left to do, no error
     assert "net1" not in links(pod)
-    assert links(netns)["vfsim10"]["address"] == MAC
+    assert links(netns)[sim.netdev_name(0x10)]["address"] == MAC
     sim.detach("vm1", lease_alias("L1"), 1.0)
 
 
@@ -64,7 +64,7 @@ def test_kernel_undo_when_the_netdev_came_back_by_itself(tmp_path, make_netns):
     subprocess.run(["ip", "-n", Path(pod).name, "link", "set", "net1", "netns", Path(netns).name], check=True)
     subprocess.run(["ip", "netns", "del", Path(pod).name], check=True)
     binder.unbind(rec, vf)
-    assert links(netns)["vfsim10"]["address"] == MAC
+    assert links(netns)[sim.netdev_name(0x10)]["address"] == MAC
     assert "net1" not in links(netns)
     sim.detach("vm1", lease_alias("L1"), 1.0)
 
@@ -88,7 +88,7 @@ def test_kernel_bind_fails_cleanly_on_a_name_taken_in_the_pod(tmp_path, make_net
     with pytest.raises(BindError, match="net1"):
         binder.bind(rec, vf)
     binder.unbind(rec, vf)
-    assert links(netns)["vfsim10"]["address"] == MAC
+    assert links(netns)[sim.netdev_name(0x10)]["address"] == MAC
     sim.detach("vm1", lease_alias("L1"), 1.0)
 
 
@@ -108,7 +108,7 @@ def test_dpdk_mode_binds_vfio_through_driver_override_and_back(tmp_path, make_ne
     binder.unbind(rec, vf)
     assert (dev / "driver").readlink().name == "iavf"
     assert (dev / "driver_override").read_text() == "(null)\n"
-    assert (dev / "net/vfsim10").is_dir()
+    assert (dev / "net" / sim.netdev_name(0x10)).is_dir()
     sim.detach("vm1", lease_alias("L1"), 1.0)
 
 

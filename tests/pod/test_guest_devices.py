@@ -57,8 +57,8 @@ def test_waits_for_late_devices_woken_by_link_events(sim):
     # Polling alone would wake after 30 s (past the 20 s deadline): returning shows a link event woke it.
     assert time.monotonic() - start < 15
     assert [(f.lease_id, str(f.guest_pci), f.ifname) for f in found] == [
-        ("L0", "0000:10:00.0", "vfsim10"),
-        ("L1", "0000:11:00.0", "vfsim11"),
+        ("L0", "0000:10:00.0", backend.netdev_name(0x10)),
+        ("L1", "0000:11:00.0", backend.netdev_name(0x11)),
     ]
 
 
@@ -73,5 +73,5 @@ def test_timeout_names_pod_pci_and_mac(sim):
 def test_wrong_mac_at_the_address_is_not_accepted(sim):
     backend, finder = sim
     backend.attach("vm1", VFS[1], lease_alias("L1"), VfSettings(mac=MACS[1]), 1.0)  # lands at 0000:10:00.0
-    with pytest.raises(DeviceTimeout, match=f"netdev vfsim10 has MAC {MACS[1]}"):
+    with pytest.raises(DeviceTimeout, match=f"netdev {backend.netdev_name(0x10)} has MAC {MACS[1]}"):
         finder.wait_all("pod-c", [Expected(grant(0, "0000:10:00.0"), True)], time.monotonic() + 0.3)

@@ -34,7 +34,7 @@ def soon(seconds: float = 10.0) -> float:
 
 
 def vf_netdevs(netns: str) -> list[str]:
-    """Every simulated VF netdev left in a netns (the sim names them vfsimNN)."""
+    """Every simulated VF netdev left in a netns (the sim gives them MACs 02:fe:...)."""
     return sorted(n for n, link in links(netns).items() if link.get("address", "").startswith("02:fe:"))
 
 
@@ -377,7 +377,7 @@ def test_concurrent_pods_get_distinct_vfs_and_leave_nothing(guest: Guest, make_n
 def test_netns_later_then_enter_netns(guest: Guest, make_netns):
     life = guest.lifecycle()
     rec = life.prepare("u14", "ctr-14", "", {ANNOTATION: '[{"ip": "10.4.0.2/24"}]'}, soon(), netns_later=True)
-    assert rec is not None and vf_netdevs(guest.netns) == ["vfsim10"]
+    assert rec is not None and vf_netdevs(guest.netns) == [guest.backend.netdev_name(0x10)]
     pod = make_netns()
     life.enter_netns("u14", pod, soon())
     assert vf_netdevs(pod) == ["net1"] and vf_netdevs(guest.netns) == []

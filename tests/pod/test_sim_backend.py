@@ -21,11 +21,11 @@ def test_attach_makes_a_netdev_and_a_pci_entry_detach_removes_both(tmp_path: Pat
 
     dev = sim.attach("vm1", VF, lease_alias("L1"), sim.read_vf(VF), 1.0)
     assert dev.guest_pci == PciAddress.parse("0000:10:00.0")
-    netdev = links(netns)["vfsim10"]
+    netdev = links(netns)[sim.netdev_name(0x10)]
     assert netdev["address"] == "02:fe:00:00:00:07"
-    assert links(netns)["vfsim10p"]["operstate"] == "DOWN"
+    assert links(netns)[sim.netdev_name(0x10) + "p"]["operstate"] == "DOWN"
     entry = tmp_path / "sys/bus/pci/devices/0000:10:00.0"
-    assert (entry / "net/vfsim10").is_dir()
+    assert (entry / "net" / sim.netdev_name(0x10)).is_dir()
     assert (entry / "driver").readlink().name == "iavf"
     assert (entry / "vendor").read_text() == "0x8086\n"
     assert (entry / "iommu_group").resolve() == (tmp_path / "sys/kernel/iommu_groups/16").resolve()
@@ -37,7 +37,7 @@ def test_attach_makes_a_netdev_and_a_pci_entry_detach_removes_both(tmp_path: Pat
 
     sim.detach("vm1", lease_alias("L1"), 1.0)
     sim.detach("vm1", lease_alias("L1"), 1.0)  # already gone: no error
-    assert "vfsim10" not in links(netns) and "vfsim10p" not in links(netns)
+    assert sim.netdev_name(0x10) not in links(netns) and sim.netdev_name(0x10) + "p" not in links(netns)
     assert not entry.exists()
     assert list(sim.live_devices("vm1")) == [lease_alias("L2")]
     sim.detach("vm1", lease_alias("L2"), 1.0)
@@ -51,7 +51,7 @@ def test_state_survives_a_restart(tmp_path: Path, make_netns):
     assert again.live_devices("vm1") == {lease_alias("L9"): dev}
     assert again.live_devices("other-vm") == {}
     again.detach("vm1", lease_alias("L9"), 1.0)
-    assert "vfsim10" not in links(netns)
+    assert again.netdev_name(0x10) not in links(netns)
 
 
 def test_detach_removes_a_netdev_that_moved_to_another_netns(tmp_path: Path, make_netns):
@@ -59,8 +59,9 @@ def test_detach_removes_a_netdev_that_moved_to_another_netns(tmp_path: Path, mak
     sim = SimBackend(tmp_path / "sys", netns=netns)
     sim.attach("vm1", VF, lease_alias("L3"), VfSettings(mac="02:fe:00:00:00:03"), 1.0)
     subprocess.run(
-        ["ip", "-n", Path(netns).name, "link", "set", "vfsim10", "netns", Path(pod).name], check=True
+        ["ip", "-n", Path(netns).name, "link", "set", sim.netdev_name(0x10), "netns", Path(pod).name],
+        check=True,
     )
-    assert "vfsim10" in links(pod)
+    assert sim.netdev_name(0x10) in links(pod)
     sim.detach("vm1", lease_alias("L3"), 1.0)
-    assert "vfsim10" not in links(pod)
+    assert sim.netdev_name(0x10) not in links(pod)
