@@ -19,9 +19,10 @@ import grpc
 from contract.errors import ConfigError, HostSideError, PermissionDenied
 from host_side.api import hostplug_pb2 as _pb
 from host_side.api import hostplug_pb2_grpc as _grpc
-from host_side.api.wire import granted_to_pb, lease_to_pb, request_from_pb
+from host_side.api.wire import granted_to_pb, request_from_pb
 from host_side.config import HostConfig, VmConfig
 from host_side.engine import Engine
+from host_side.leases import Lease
 from host_side.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,29 @@ _T = TypeVar("_T")
 
 # A call without a gRPC deadline and without deadline_s still ends: long enough for a cold attach.
 _DEFAULT_BUDGET_S = 120.0
+
+
+# Here, not in host_side.api.wire: the client side of the API must not import the lease database.
+def lease_to_pb(le: Lease) -> _pb.Lease:
+    m = _pb.Lease(
+        lease_id=le.lease_id,
+        state="warm" if le.state == "attached" and le.pod_uid is None else le.state,
+        vm=le.vm,
+        pool=le.pool,
+        pf=le.vf.pf,
+        vf_index=le.vf.index,
+        host_pci=str(le.vf.pci),
+        guest_pci=str(le.guest_pci) if le.guest_pci else "",
+        pod_uid=le.pod_uid or "",
+        pod_name=le.pod_name or "",
+        mac=le.desired.mac,
+        vlan=le.desired.vlan,
+        since=le.since,
+        reason=le.reason or "",
+    )
+    if le.numa is not None:
+        m.numa = le.numa
+    return m
 
 
 def status_of(err: BaseException) -> tuple[grpc.StatusCode, str]:

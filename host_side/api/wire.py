@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from contract.host_api import GrantedVf, VfRequest
 from contract.pci import PciAddress
 from host_side.api import hostplug_pb2 as _pb
-from host_side.leases import Lease
 
 
 def request_to_pb(r: VfRequest) -> _pb.VfRequest:
@@ -71,28 +70,6 @@ def granted_from_pb(m: _pb.GrantedVf) -> GrantedVf:
         numa=m.numa if m.HasField("numa") else None,
         request_index=m.request_index,
     )
-
-
-def lease_to_pb(le: Lease) -> _pb.Lease:
-    m = _pb.Lease(
-        lease_id=le.lease_id,
-        state="warm" if le.state == "attached" and le.pod_uid is None else le.state,
-        vm=le.vm,
-        pool=le.pool,
-        pf=le.vf.pf,
-        vf_index=le.vf.index,
-        host_pci=str(le.vf.pci),
-        guest_pci=str(le.guest_pci) if le.guest_pci else "",
-        pod_uid=le.pod_uid or "",
-        pod_name=le.pod_name or "",
-        mac=le.desired.mac,
-        vlan=le.desired.vlan,
-        since=le.since,
-        reason=le.reason or "",
-    )
-    if le.numa is not None:
-        m.numa = le.numa
-    return m
 
 
 @dataclass(frozen=True)
