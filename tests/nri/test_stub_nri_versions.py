@@ -16,7 +16,8 @@ import pytest
 
 from nri_plugin.framing import MAX_TTRPC_DATA
 from nri_plugin.nri_pb import nri_pb2 as nri
-from nri_plugin.stub import NRI_API_VERSION, EventContext, Stub
+from nri_plugin.plugin_service import EventContext
+from nri_plugin.stub import NRI_API_VERSION, Stub
 from tests.nri.fake_runtime import FakeRuntime
 from tests.nri.runtime_peers import RESPONSES, Containerd21, Containerd23
 from vm_side.runtime_model import (
@@ -278,7 +279,7 @@ def test_the_request_timeout_from_configure_is_the_budget(wires: Wires, caplog) 
     plugin = EveryEventPlugin()
     rt, stub = wires.connect(Containerd21, plugin)
     rt.handshake(request_timeout_ms=200)
-    with caplog.at_level(logging.WARNING, logger="nri_plugin.stub"):
+    with caplog.at_level(logging.WARNING, logger="nri_plugin.plugin_service"):
         reply = rt.state_change(nri.RUN_POD_SANDBOX, _pod("slow", **{"test/sleep": "0.15"}))
     assert reply is not None and reply.code == 0
     warnings = [r.getMessage() for r in caplog.records if "budget" in r.getMessage()]
@@ -334,7 +335,7 @@ def test_cdi_devices_are_refused_for_a_v061_runtime(wires: Wires, caplog) -> Non
     plugin = EveryEventPlugin(cdi=CDI)
     rt, _ = wires.connect(FakeRuntime, plugin)
     rt.configure(runtime_name="containerd", runtime_version="1.7.24~ds1")
-    with caplog.at_level(logging.ERROR, logger="nri_plugin.stub"):
+    with caplog.at_level(logging.ERROR, logger="nri_plugin.plugin_service"):
         code, message, _ = _create(rt, "old")
     assert code == 2
     assert "CDI devices" in message and "NRI v0.6.1" in message and "supports_cdi_devices" in message
@@ -348,7 +349,7 @@ def test_cdi_devices_are_refused_for_a_v061_runtime(wires: Wires, caplog) -> Non
 
 def test_pod_update_events_are_asked_for_only_where_the_runtime_knows_them(wires: Wires, caplog) -> None:
     # NRI v0.8 fails Configure on any bit above 0x7FF, so events 12 and 13 stay out of the mask there.
-    with caplog.at_level(logging.WARNING, logger="nri_plugin.stub"):
+    with caplog.at_level(logging.WARNING, logger="nri_plugin.plugin_service"):
         rt21, _ = wires.connect(Containerd21, EveryEventPlugin())
         assert rt21.handshake().events == 0x7FF & ~(0x80 | 0x200)  # no Update/StopContainer handlers
     assert any("0x1800" in r.getMessage() for r in caplog.records)
