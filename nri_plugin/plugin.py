@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 
-from nri_plugin.stub import EventContext
+from nri_plugin.plugin_service import EventContext
 from vm_side.demand import ANNOTATION
 from vm_side.lifecycle import PodError, PodLifecycle
 from vm_side.runtime_model import ContainerAdjustment, ContainerInfo, PodInfo

@@ -18,8 +18,8 @@ from vm_side.config import PluginConfig
 from vm_side.demand import Mode
 from vm_side.dpdk_env import DpdkEnvs, plan_dpdk_env
 from vm_side.dpdk_health import Health, HealthMonitor
-from vm_side.lifecycle import PodStep
 from vm_side.pod_record import PodRecord
+from vm_side.pod_steps import PodStep
 from vm_side.vpp import Vpp, VppError, VppUnavailable
 from vm_side.vpp_pod import VppPodError, VppPodRecord, VppPods, memif_wiring
 

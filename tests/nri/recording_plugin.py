@@ -15,7 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from nri_plugin.stub import EventContext, Stub
+from nri_plugin.plugin_service import EventContext
+from nri_plugin.stub import Stub
 from vm_side.runtime_model import ContainerAdjustment, ContainerInfo, Device, Mount, PodInfo
 
 FAIL = "test.vfhotplug.io/fail"

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from nri_plugin.event_routes import event_mask
 from nri_plugin.framing import PLUGIN_SERVICE_CONN, TYPE_REQUEST, TYPE_RESPONSE, encode_ttrpc
 from nri_plugin.nri_pb import nri_pb2 as nri
 from nri_plugin.nri_pb import ttrpc_pb2 as ttrpc
-from nri_plugin.stub import EventContext, Stub, StubError, event_mask
+from nri_plugin.plugin_service import EventContext
+from nri_plugin.stub import Stub, StubError
 from tests.nri.fake_runtime import FakeRuntime
 from vm_side.runtime_model import ContainerAdjustment, ContainerInfo, Device, Mount, PodInfo
 
@@ -165,7 +167,7 @@ def test_slow_handler_does_not_block_the_reader(wired) -> None:
 
 def test_budget_warning_names_the_pod(wired, caplog) -> None:
     rt, _, _ = wired
-    with caplog.at_level(logging.WARNING, logger="nri_plugin.stub"):
+    with caplog.at_level(logging.WARNING, logger="nri_plugin.plugin_service"):
         ev = _pod_event(nri.RUN_POD_SANDBOX, "u4", {"test/sleep": "0.15"})
         assert rt.call("StateChange", ev, timeout_nano=200_000_000).code == 0
     assert any(

@@ -20,8 +20,9 @@ import pytest
 from host_side.backends.sim import SimBackend
 from tests.pod.fakes import FakeHost, FakeSysfsKernel, make_pool
 from vm_side.demand import DemandDefaults
-from vm_side.lifecycle import LifecycleConfig, PodLifecycle, PodStep
+from vm_side.lifecycle import LifecycleConfig, PodLifecycle
 from vm_side.netlink import GuestNetlink
+from vm_side.pod_steps import PodStep
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create network namespaces")
 

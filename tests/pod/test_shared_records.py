@@ -4,7 +4,7 @@ against containerd's pod list) must leave the hooks' containers and their VFs al
 from __future__ import annotations
 
 from tests.pod.conftest import Guest
-from tests.pod.test_lifecycle import assert_clean, soon, vf_netdevs
+from tests.pod.lifecycle_checks import assert_clean, soon, vf_netdevs
 from vm_side.demand import ANNOTATION
 from vm_side.pod_record import Entry
 from vm_side.record_store import list_pod_records
