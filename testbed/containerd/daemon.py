@@ -1,4 +1,4 @@
-"""One real containerd 1.7 process of the test bed, with its own root, state, sockets and log."""
+"""One real containerd process of the test bed, with its own root, state, sockets and log."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from cri_api.v1 import api_pb2, api_pb2_grpc
 from .config import K8S_NAMESPACE, Layout, NriOptions, render_cni_conflist, render_config
 from .cri import stop_and_remove_pod
 from .hostpaths import HostPaths
+from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 # Short reconnect backoff: stubs handed out before a restart() keep working right after it.
@@ -33,7 +34,8 @@ class ContainerdError(Exception):
 
 
 class Containerd:
-    """A containerd instance named ``name`` running from the unpacked prefix made by setup.sh.
+    """A containerd instance named ``name`` of the release ``runtime``, running from the prefix
+    setup.sh unpacked it into.
 
     Instances with different names run side by side; everything but the shared folders of
     :class:`HostPaths` stays under ``<prefix>/instances/<name>``.
@@ -41,7 +43,7 @@ class Containerd:
 
     def __init__(
         self,
-        prefix: Path,
+        runtime: Runtime,
         name: str = "main",
         *,
         nri_plugin_path: Path | None = None,
@@ -53,7 +55,8 @@ class Containerd:
         start_timeout: float = 30.0,
         stop_timeout: float = 15.0,
     ) -> None:
-        self._layout = Layout(prefix.resolve(), name)
+        self._runtime = runtime
+        self._layout = Layout(runtime.prefix.resolve(), name)
         self._nri = NriOptions(
             plugin_path=nri_plugin_path or self._layout.default_nri_plugin_path,
             plugin_config_path=nri_plugin_config_path or self._layout.default_nri_plugin_config_path,
@@ -70,7 +73,12 @@ class Containerd:
         self._task_ids: set[str] = set()
 
     def __repr__(self) -> str:
-        return f"Containerd({self.name!r}, {self._layout.dir})"
+        return f"Containerd({self._runtime.name}, {self.name!r}, {self._layout.dir})"
+
+    @property
+    def release(self) -> Runtime:
+        """Which containerd release this instance runs."""
+        return self._runtime
 
     @property
     def name(self) -> str:
@@ -224,7 +232,7 @@ class Containerd:
             d.mkdir(parents=True, exist_ok=True)
         for d in (self._nri.plugin_path, self._nri.plugin_config_path):
             d.mkdir(parents=True, exist_ok=True)
-        lay.config_path.write_text(render_config(lay, self._nri))
+        lay.config_path.write_text(render_config(lay, self._nri, self._runtime.config_version))
         (lay.cni_conf_dir / "10-testbed.conflist").write_text(render_cni_conflist(lay))
 
     def _wait_ready(self, started: float) -> None:
