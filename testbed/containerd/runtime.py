@@ -30,7 +30,12 @@ class Runtime:
 
     @property
     def splits_synchronize(self) -> bool:
-        """NRI v0.8+ splits a Synchronize over 4 MiB into parts and synchronizes pre-registered plugins."""
+        """NRI v0.8+ splits a Synchronize that would exceed ttrpc's 4 MiB into parts (more = true)."""
+        return self.nri_version >= NRI_V0_8_0
+
+    @property
+    def synchronizes_preregistered(self) -> bool:
+        """NRI v0.8+ also sends pre-registered plugins a Synchronize; v0.6.1 only external ones."""
         return self.nri_version >= NRI_V0_8_0
 
 
