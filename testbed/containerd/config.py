@@ -90,6 +90,10 @@ class Layout:
         """Where pod netns files are bind-mounted (``netns_mounts_under_state_dir``)."""
         return self.state / "io.containerd.grpc.v1.cri/netns"
 
+    def sandbox_dir(self, sandbox_id: str) -> Path:
+        """CRI's folder of one pod sandbox (its /dev/shm is mounted inside)."""
+        return self.state / "io.containerd.grpc.v1.cri/sandboxes" / sandbox_id
+
     @property
     def runc_root(self) -> Path:
         return self.state / "runc"
