@@ -110,6 +110,7 @@ def test_handler_error_fails_the_pod_with_our_message(containerd, plugin) -> Non
 
 def test_pods_failed_by_nri_leave_nothing_running_and_containerd_restarts(containerd, plugin) -> None:
     rt = containerd.runtime()
+    containerd.remove_orphans()  # of pods earlier tests had refused
     shims = len(containerd.host_paths.shim_pids(containerd.cri_socket))
     for _ in range(2):  # the same pod twice, as the kubelet retries it
         with pytest.raises(grpc.RpcError):
