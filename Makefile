@@ -9,7 +9,8 @@ PKGS    := contract vm_side nri_plugin oci_hooks host_side testbed lab
 $(VENV): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
 
-# The real containerd 1.7 with NRI under build/containerd (tests, bench and demo share it).
+# The real containerd 1.7 (build/containerd) and 2.1 (build/containerd-2.1) with NRI; tests run on both,
+# bench and demo use 1.7.
 testbed-containerd: $(VENV)
 	bash testbed/containerd/setup.sh
 

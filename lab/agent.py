@@ -146,11 +146,11 @@ class GuestOps:
         return proc is not None and proc.poll() is None
 
     def containerd_start(self, nri_request_timeout: str = "30s") -> dict[str, Any]:
-        from testbed.containerd import Containerd, default_prefix
+        from testbed.containerd import CONTAINERD_1_7, Containerd
 
         t0 = time.monotonic()
         self._containerd = Containerd(
-            default_prefix(), "lab", nri_request_timeout=nri_request_timeout, start_timeout=60.0
+            CONTAINERD_1_7, "lab", nri_request_timeout=nri_request_timeout, start_timeout=60.0
         )
         self._containerd.start()
         return {

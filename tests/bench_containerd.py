@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from testbed.containerd import Containerd, default_prefix, run_pod, stop_and_remove_pod
+from testbed.containerd import CONTAINERD_1_7, Containerd, run_pod, stop_and_remove_pod
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -28,7 +28,7 @@ def _figures(name: str, seconds: list[float]) -> str:
 
 
 def main(pods: int = 20) -> None:
-    cd = Containerd(default_prefix(), "bench")
+    cd = Containerd(CONTAINERD_1_7, "bench")
     print(f"machine: {os.cpu_count()} cores; containerd test bed, {pods} pods per kind")
     try:
         print(f"{'start (sockets + images)':<36} {_timed(cd.start) * 1000:7.1f} ms")

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from testbed.containerd import Containerd, default_prefix, run_pod, stop_and_remove_pod
+from testbed.containerd import CONTAINERD_1_7, Containerd, run_pod, stop_and_remove_pod
 from tests.stack import SimStack
 
 ONE = {"vfhotplug.io/vfs": "1"}
@@ -78,7 +78,7 @@ def _handler_ms(log: Path) -> list[float]:
 
 
 def main(pods: int = 50) -> None:
-    cd = Containerd(default_prefix(), "benchpods")
+    cd = Containerd(CONTAINERD_1_7, "benchpods")
     work = Path(tempfile.mkdtemp(prefix="vfh-bench-"))
     print(
         f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') >> 30} GiB; "

@@ -1,11 +1,13 @@
-"""The containerd test bed itself, on the real containerd 1.7 (root only)."""
+"""The containerd test bed itself, on each real containerd release (root only)."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -23,6 +25,7 @@ from testbed.containerd import (
 )
 
 pytestmark = pytest.mark.containerd
+NRI_TABLE = "io.containerd.nri.v1.nri"
 
 
 def _pod_ids(cd: Containerd) -> set[str]:
@@ -48,10 +51,10 @@ def _tree(top: Path) -> set[Path]:
     return {Path(d) / n for d, dirs, files in os.walk(top) for n in dirs + files}
 
 
-def test_version_is_containerd_1_7(containerd: Containerd) -> None:
+def test_version_is_the_release_asked_for(containerd: Containerd) -> None:
     v = containerd.runtime().Version(api_pb2.VersionRequest(), timeout=10)
     assert v.runtime_name == "containerd"
-    assert v.runtime_version.startswith("1.7.")
+    assert v.runtime_version.startswith(containerd.release.version + ".")
     assert v.runtime_api_version == "v1"
 
 
@@ -117,7 +120,7 @@ def test_restart_keeps_pods_and_old_stubs_work(containerd: Containerd) -> None:
 def test_second_instance_runs_beside_the_first_and_cleans_up(containerd: Containerd) -> None:
     run_root = containerd.host_paths.run_root
     before = _tree(run_root)
-    second = Containerd(containerd.layout.prefix, "second", nri_request_timeout="1s")
+    second = Containerd(containerd.release, "second", nri_request_timeout="1s")
     assert {second.cri_socket, second.nri_socket}.isdisjoint({containerd.cri_socket, containerd.nri_socket})
     second.start()
     try:
@@ -136,23 +139,17 @@ def test_second_instance_runs_beside_the_first_and_cleans_up(containerd: Contain
     assert _tree(run_root) <= before
     assert not second.layout.dir.exists()
     # The shared instance was not disturbed.
-    assert (
-        containerd.runtime().Version(api_pb2.VersionRequest(), timeout=10).runtime_version.startswith("1.7.")
-    )
+    version = containerd.runtime().Version(api_pb2.VersionRequest(), timeout=10).runtime_version
+    assert version.startswith(containerd.release.version + ".")
 
 
-def test_start_reports_containerd_exiting_with_its_log(containerd: Containerd, tmp_path: Path) -> None:
-    # A pre-registered plugin that never registers is fatal for containerd 1.7 (NRI notes §10).
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    dud = plugins / "10-dud"
-    dud.write_text("#!/bin/sh\nexit 0\n")
-    dud.chmod(0o755)
-    broken = Containerd(containerd.layout.prefix, "broken", nri_plugin_path=plugins, start_timeout=20)
+def test_start_reports_containerd_exiting_with_its_log(containerd: Containerd) -> None:
+    # A config error is fatal on every release (a dud pre-registered plugin is fatal on 1.7 only).
+    broken = Containerd(containerd.release, "broken", nri_request_timeout="soon", start_timeout=20)
     try:
         with pytest.raises(ContainerdError, match="exited during start-up") as err:
             broken.start()
-        assert "failed to register plugin" in str(err.value)
+        assert 'invalid duration "soon"' in str(err.value)
         assert broken.pid is None
     finally:
         broken.cleanup()
@@ -165,3 +162,34 @@ def test_cri_errors_reach_the_caller(containerd: Containerd) -> None:
         create_container(rt, "no-such-pod", pod_config("ghost"), "c")
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     stop_and_remove_pod(rt, "no-such-pod")  # already gone is fine
+
+
+def _containerd_config(cd: Containerd, *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [str(cd.layout.containerd_bin), *args], capture_output=True, text=True, timeout=30, check=True
+    )
+    return tomllib.loads(done.stdout)
+
+
+def test_every_table_the_test_bed_writes_is_a_plugin_of_the_release(containerd: Containerd) -> None:
+    # containerd ignores tables of unknown plugin ids silently: a wrong id would leave its defaults on.
+    written = tomllib.loads(containerd.layout.config_path.read_text())
+    known = _containerd_config(containerd, "config", "default")
+    assert written["version"] == known["version"] == containerd.release.config_version
+    assert set(written["plugins"]) <= set(known["plugins"])
+
+
+def test_shipped_nri_snippet_is_what_the_release_reads_and_the_bed_runs(
+    containerd: Containerd, tmp_path: Path
+) -> None:
+    shipped = containerd.release.nri_snippet
+    text = shipped.read_text()
+    if containerd.release.config_version == 2:
+        text = "version = 2\n" + text  # 1.7's snippet is merged into a version 2 config.toml
+    (tmp_path / "config.toml").write_text(text)
+    read = _containerd_config(containerd, "--config", str(tmp_path / "config.toml"), "config", "dump")
+    want = tomllib.loads(shipped.read_text())["plugins"][NRI_TABLE]
+    assert {k: read["plugins"][NRI_TABLE][k] for k in want} == want
+    assert want["disable"] is False
+    bed = tomllib.loads(containerd.layout.config_path.read_text())["plugins"][NRI_TABLE]
+    assert bed["plugin_request_timeout"] == want["plugin_request_timeout"]

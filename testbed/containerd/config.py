@@ -90,6 +90,10 @@ class Layout:
         """Where pod netns files are bind-mounted (``netns_mounts_under_state_dir``)."""
         return self.state / "io.containerd.grpc.v1.cri/netns"
 
+    def sandbox_dir(self, sandbox_id: str) -> Path:
+        """CRI's folder of one pod sandbox (its /dev/shm is mounted inside)."""
+        return self.state / "io.containerd.grpc.v1.cri/sandboxes" / sandbox_id
+
     @property
     def runc_root(self) -> Path:
         return self.state / "runc"
@@ -121,6 +125,11 @@ class Layout:
     @property
     def default_nri_plugin_config_path(self) -> Path:
         return self.dir / "etc/nri/conf.d"
+
+    @property
+    def cdi_spec_dir(self) -> Path:
+        """The CDI spec folder containerd 2.x reads (1.7's NRI has no CDI devices)."""
+        return self.dir / "etc/cdi"
 
     @property
     def log_path(self) -> Path:
@@ -166,54 +175,93 @@ def _render(tables: dict[str, dict[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_config(layout: Layout, nri: NriOptions) -> str:
-    """config.toml (version 2) keeping every root, state dir and socket inside the instance."""
+def render_config(layout: Layout, nri: NriOptions, config_version: int = 2) -> str:
+    """config.toml keeping every root, state dir and socket inside the instance, in the schema the
+    release reads: version 2 (containerd 1.7) or version 3 (2.x, whose CRI is split into image and
+    runtime plugins with their own ids)."""
+    if config_version not in (2, 3):
+        raise ValueError(f"no containerd config version {config_version}; the test bed writes 2 or 3")
+    common: dict[str, dict[str, object]] = {
+        "": {
+            "version": config_version,
+            "root": layout.root,
+            "state": layout.state,
+            "disabled_plugins": _DISABLED_PLUGINS,
+        },
+        "grpc": {"address": layout.cri_socket},
+        "ttrpc": {"address": layout.ttrpc_socket},
+        "debug": {"address": ""},
+        "metrics": {"address": ""},
+        # Otherwise containerd installs into the system-wide opt folder.
+        'plugins."io.containerd.internal.v1.opt"': {"path": layout.dir / "opt"},
+        'plugins."io.containerd.nri.v1.nri"': {
+            "disable": False,
+            "disable_connections": nri.disable_connections,
+            "socket_path": layout.nri_socket,
+            "plugin_path": nri.plugin_path,
+            "plugin_config_path": nri.plugin_config_path,
+            "plugin_registration_timeout": nri.registration_timeout,
+            "plugin_request_timeout": nri.request_timeout,
+        },
+    }
+    cri = _cri_v2(layout) if config_version == 2 else _cri_v3(layout)
+    return _render({**common, **cri})
+
+
+# The CRI runtime keys both schemas share.
+_RUNTIME_KEYS: dict[str, object] = {
+    # Root in these VMs lacks CAP_SYS_RESOURCE: runc could not raise oom_score_adj.
+    "restrict_oom_score_adj": True,
+    "netns_mounts_under_state_dir": True,
+    "disable_apparmor": True,
+    "enable_selinux": False,
+}
+
+
+def _runc_tables(runtime_plugin: str, layout: Layout) -> dict[str, dict[str, object]]:
+    runc = f"{runtime_plugin}.containerd.runtimes.runc"
+    return {
+        runc: {"runtime_type": "io.containerd.runc.v2"},
+        f"{runc}.options": {
+            "BinaryName": layout.runc_bin,
+            # Otherwise runc keeps its state in /run/containerd/runc, shared by all instances.
+            "Root": layout.runc_root,
+            "SystemdCgroup": False,
+        },
+    }
+
+
+_STREAM_SERVER = {"stream_server_address": "127.0.0.1", "stream_server_port": "0"}
+
+
+def _cri_v2(layout: Layout) -> dict[str, dict[str, object]]:
     cri = 'plugins."io.containerd.grpc.v1.cri"'
-    runc = f"{cri}.containerd.runtimes.runc"
-    return _render(
-        {
-            "": {
-                "version": 2,
-                "root": layout.root,
-                "state": layout.state,
-                "disabled_plugins": _DISABLED_PLUGINS,
-            },
-            "grpc": {"address": layout.cri_socket},
-            "ttrpc": {"address": layout.ttrpc_socket},
-            "debug": {"address": ""},
-            "metrics": {"address": ""},
-            # Otherwise containerd installs into the system-wide opt folder.
-            'plugins."io.containerd.internal.v1.opt"': {"path": layout.dir / "opt"},
-            'plugins."io.containerd.nri.v1.nri"': {
-                "disable": False,
-                "disable_connections": nri.disable_connections,
-                "socket_path": layout.nri_socket,
-                "plugin_path": nri.plugin_path,
-                "plugin_config_path": nri.plugin_config_path,
-                "plugin_registration_timeout": nri.registration_timeout,
-                "plugin_request_timeout": nri.request_timeout,
-            },
-            cri: {
-                "sandbox_image": PAUSE_IMAGE,
-                # Root in these VMs lacks CAP_SYS_RESOURCE: runc could not raise oom_score_adj.
-                "restrict_oom_score_adj": True,
-                "netns_mounts_under_state_dir": True,
-                "disable_apparmor": True,
-                "enable_selinux": False,
-                "stream_server_address": "127.0.0.1",
-                "stream_server_port": "0",
-            },
-            f"{cri}.containerd": {"snapshotter": "overlayfs", "default_runtime_name": "runc"},
-            runc: {"runtime_type": "io.containerd.runc.v2"},
-            f"{runc}.options": {
-                "BinaryName": layout.runc_bin,
-                # Otherwise runc keeps its state in /run/containerd/runc, shared by all instances.
-                "Root": layout.runc_root,
-                "SystemdCgroup": False,
-            },
-            f"{cri}.cni": {"bin_dir": layout.cni_bin_dir, "conf_dir": layout.cni_conf_dir, "max_conf_num": 1},
-        }
-    )
+    return {
+        cri: {"sandbox_image": PAUSE_IMAGE, **_RUNTIME_KEYS, **_STREAM_SERVER},
+        f"{cri}.containerd": {"snapshotter": "overlayfs", "default_runtime_name": "runc"},
+        **_runc_tables(cri, layout),
+        f"{cri}.cni": {"bin_dir": layout.cni_bin_dir, "conf_dir": layout.cni_conf_dir, "max_conf_num": 1},
+    }
+
+
+def _cri_v3(layout: Layout) -> dict[str, dict[str, object]]:
+    # Plugin ids from containerd 2.1's own `containerd config default`.
+    images = 'plugins."io.containerd.cri.v1.images"'
+    runtime = 'plugins."io.containerd.cri.v1.runtime"'
+    return {
+        images: {"snapshotter": "overlayfs"},
+        f"{images}.pinned_images": {"sandbox": PAUSE_IMAGE},
+        # CDI is on by default in 2.x; the instance reads only its own spec folder, not /etc/cdi.
+        runtime: {**_RUNTIME_KEYS, "enable_cdi": True, "cdi_spec_dirs": (layout.cdi_spec_dir,)},
+        f"{runtime}.containerd": {"default_runtime_name": "runc"},
+        **_runc_tables(runtime, layout),
+        f"{runtime}.cni": {
+            "bin_dirs": (layout.cni_bin_dir,),
+            "conf_dir": layout.cni_conf_dir,
+            "max_conf_num": 1,
+        },
+        'plugins."io.containerd.grpc.v1.cri"': dict(_STREAM_SERVER),
+    }
 
 
 def render_cni_conflist(layout: Layout) -> str:

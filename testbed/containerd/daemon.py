@@ -1,4 +1,4 @@
-"""One real containerd 1.7 process of the test bed, with its own root, state, sockets and log."""
+"""One real containerd process of the test bed, with its own root, state, sockets and log."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from cri_api.v1 import api_pb2, api_pb2_grpc
 from .config import K8S_NAMESPACE, Layout, NriOptions, render_cni_conflist, render_config
 from .cri import stop_and_remove_pod
 from .hostpaths import HostPaths
+from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 # Short reconnect backoff: stubs handed out before a restart() keep working right after it.
@@ -24,6 +25,8 @@ _CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 50),
     ("grpc.min_reconnect_backoff_ms", 50),
     ("grpc.max_reconnect_backoff_ms", 500),
+    # containerd sends CRI answers up to 16 MiB (its max_send_message_size); gRPC's default is 4 MiB.
+    ("grpc.max_receive_message_length", 16 << 20),
 )
 _CALL_TIMEOUT = 10.0
 
@@ -33,7 +36,8 @@ class ContainerdError(Exception):
 
 
 class Containerd:
-    """A containerd instance named ``name`` running from the unpacked prefix made by setup.sh.
+    """A containerd instance named ``name`` of the release ``runtime``, running from the prefix
+    setup.sh unpacked it into.
 
     Instances with different names run side by side; everything but the shared folders of
     :class:`HostPaths` stays under ``<prefix>/instances/<name>``.
@@ -41,7 +45,7 @@ class Containerd:
 
     def __init__(
         self,
-        prefix: Path,
+        runtime: Runtime,
         name: str = "main",
         *,
         nri_plugin_path: Path | None = None,
@@ -53,7 +57,8 @@ class Containerd:
         start_timeout: float = 30.0,
         stop_timeout: float = 15.0,
     ) -> None:
-        self._layout = Layout(prefix.resolve(), name)
+        self._runtime = runtime
+        self._layout = Layout(runtime.prefix.resolve(), name)
         self._nri = NriOptions(
             plugin_path=nri_plugin_path or self._layout.default_nri_plugin_path,
             plugin_config_path=nri_plugin_config_path or self._layout.default_nri_plugin_config_path,
@@ -70,7 +75,12 @@ class Containerd:
         self._task_ids: set[str] = set()
 
     def __repr__(self) -> str:
-        return f"Containerd({self.name!r}, {self._layout.dir})"
+        return f"Containerd({self._runtime.name}, {self.name!r}, {self._layout.dir})"
+
+    @property
+    def release(self) -> Runtime:
+        """Which containerd release this instance runs."""
+        return self._runtime
 
     @property
     def name(self) -> str:
@@ -163,6 +173,7 @@ class Containerd:
 
     def restart(self) -> None:
         """Stop and start again; running pods survive."""
+        self.remove_orphans()  # else containerd 2.1 may not start again
         self.stop()
         self.start()
 
@@ -176,7 +187,41 @@ class Containerd:
         self._task_ids.update(ids)
         for pod_id in ids:
             stop_and_remove_pod(rt, pod_id)
+        self.remove_orphans()
         return ids
+
+    def remove_orphans(self) -> list[str]:
+        """Workaround for containerd's bug of :attr:`Runtime.leaks_failed_sandboxes` (containerd 2.1):
+        removes the tasks and containers of the namespace that CRI lists neither as pod nor as
+        container, which stops their shims; returns their ids. A no-op on releases without the bug.
+
+        Call only while no pod is being started: CRI lists a new pod only after its NRI RunPodSandbox.
+        """
+        if not self._runtime.leaks_failed_sandboxes:
+            return []
+        rt = self.runtime()
+        pods = rt.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=_CALL_TIMEOUT).items
+        containers = rt.ListContainers(api_pb2.ListContainersRequest(), timeout=_CALL_TIMEOUT).containers
+        known = {p.id for p in pods} | {c.id for c in containers}
+        orphans = [i for i in self.ctr("containers", "list", "--quiet").split() if i not in known]
+        for cid in orphans:
+            try:
+                self.ctr("tasks", "delete", "--force", cid)
+            except ContainerdError as e:
+                # Gone already, or its shim went away under the call; deleting the container tells.
+                log.info("containerd %s: task of orphan %s: %s", self.name, cid[:12], e)
+            self.ctr("containers", "delete", cid)
+            self._remove_sandbox_dir(cid)
+        if orphans:
+            log.warning(
+                "containerd %s: removed %d sandbox(es) left running by pods that NRI failed "
+                "(containerd/containerd#13355): %s",
+                self.name,
+                len(orphans),
+                ", ".join(i[:12] for i in orphans),
+            )
+        self._task_ids.update(orphans)  # their shim sockets are named after them
+        return orphans
 
     def cleanup(self, remove_files: bool = True) -> None:
         """Removes all pods, stops containerd, waits for the shims, then removes what the instance
@@ -224,7 +269,7 @@ class Containerd:
             d.mkdir(parents=True, exist_ok=True)
         for d in (self._nri.plugin_path, self._nri.plugin_config_path):
             d.mkdir(parents=True, exist_ok=True)
-        lay.config_path.write_text(render_config(lay, self._nri))
+        lay.config_path.write_text(render_config(lay, self._nri, self._runtime.config_version))
         (lay.cni_conf_dir / "10-testbed.conflist").write_text(render_cni_conflist(lay))
 
     def _wait_ready(self, started: float) -> None:
@@ -284,10 +329,17 @@ class Containerd:
                 )
             time.sleep(0.05)
 
+    def _remove_sandbox_dir(self, sandbox_id: str) -> None:
+        """The folder and /dev/shm mount containerd 2.1 leaves behind with an orphan."""
+        folder = self._layout.sandbox_dir(sandbox_id)
+        shm = folder / "shm"
+        if str(shm) in _mount_points():
+            subprocess.run(["umount", str(shm)], capture_output=True, text=True, timeout=30, check=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
     def _remove_instance_dir(self) -> None:
         inside = str(self._layout.dir) + "/"
-        with open("/proc/self/mountinfo") as f:
-            mounts = [line.split()[4] for line in f if line.split()[4].startswith(inside)]
+        mounts = [m for m in _mount_points() if m.startswith(inside)]
         if mounts:
             raise ContainerdError(f"{self} still has mounts under its folder, not removing it: {mounts}")
         shutil.rmtree(self._layout.dir, ignore_errors=False)
@@ -297,6 +349,11 @@ class Containerd:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError as e:
             return f"(no log: {e})"
+
+
+def _mount_points() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f]
 
 
 def _is_socket(path: Path) -> bool:

@@ -1,4 +1,4 @@
-"""What containerd 1.7 writes outside its prefix, and removing one instance's share of it.
+"""What containerd (1.7 and 2.1 alike) writes outside its prefix, and removing one instance's share of it.
 
 Several instances (and other test runs) may share these folders, so only what provably belongs to
 the instance is removed, and shared folders are removed only once empty.

@@ -18,6 +18,10 @@ def stack_for(containerd: Containerd, **kw: object) -> Iterator[SimStack]:
     try:
         yield stack.start()
     finally:
-        containerd.remove_all_pods()  # while the plugin runs, so it gives the VFs back
-        stack.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        try:
+            containerd.remove_all_pods()  # while the plugin runs, so it gives the VFs back
+        finally:
+            # Always: a plugin left running re-registers with every later containerd on this socket and
+            # acts on the next modules' pods beside their own plugin.
+            stack.stop()
+            shutil.rmtree(work, ignore_errors=True)
