@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ _STDIN_STAGES = ("precreate", "createRuntime", "poststop", "auto")
 
 def main(argv: Sequence[str] | None = None, *, make_sysfs: Callable[[Path], GuestSysfs] | None = None) -> int:
     """`make_sysfs` lets a test run the real entry over a simulated guest kernel; nothing else sets it."""
+    started = time.perf_counter()
     args = list(sys.argv[1:] if argv is None else argv)
     text = None
     if args and args[-1] in _STDIN_STAGES:
@@ -33,7 +35,7 @@ def main(argv: Sequence[str] | None = None, *, make_sysfs: Callable[[Path], Gues
             return 0
     from oci_hooks.cli import run
 
-    return run(args, text, make_sysfs)
+    return run(args, text, make_sysfs, started)
 
 
 def _nothing_to_do(stage: str, text: str) -> str | None:

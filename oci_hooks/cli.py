@@ -33,6 +33,7 @@ from oci_hooks.spec import (
     refuse_at_create,
     stage_of,
 )
+from oci_hooks.timing import Spans
 from vm_side.annotations import ANNOTATION
 
 if TYPE_CHECKING:
@@ -80,10 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(argv: Sequence[str], stdin_text: str | None, make_sysfs: SysfsFactory | None) -> int:
-    """`stdin_text`: stdin when the fast path already read it. `make_sysfs`: see `__main__.main`."""
+def run(argv: Sequence[str], stdin_text: str | None, make_sysfs: SysfsFactory | None, started: float) -> int:
+    """`stdin_text`: stdin when the fast path already read it. `make_sysfs`: see `__main__.main`.
+    `started`: time.perf_counter() when `main` began, so the stage's time line covers the whole call."""
     args = _parser().parse_args(argv)
     args.stdin_text = stdin_text
+    args.spans = Spans(started)
     _setup_logging(args.log_file or os.environ.get(LOG_ENV), args.log_level or "INFO")
     try:
         return _run(args, make_sysfs)
@@ -115,6 +118,8 @@ def _run(args: argparse.Namespace, make_sysfs: SysfsFactory | None) -> int:
         if not isinstance(doc, dict):
             raise SpecError(f"precreate: stdin holds JSON {type(doc).__name__}, not a runtime config")
         json.dump(_precreate(args, make_sysfs, doc), sys.stdout)
+        if ANNOTATION in annotations_of(doc, "runtime config"):
+            log.info("precreate took %s", args.spans.line())
         return 0
     state = parse_state(doc)
     if ANNOTATION not in state.annotations:
@@ -124,6 +129,7 @@ def _run(args: argparse.Namespace, make_sysfs: SysfsFactory | None) -> int:
         hooks.create_runtime(state)
     else:
         hooks.poststop(state)
+    log.info("container %s: %s took %s", state.id, stage, args.spans.line())
     return 0
 
 
@@ -162,7 +168,7 @@ def _prepare(args: argparse.Namespace, make_sysfs: SysfsFactory | None) -> int:
     except OSError as e:
         hooks.release(cid)
         raise _Usage(f"cannot write {path}: {e.strerror}; nothing stays allocated") from e
-    log.info("container %s: bundle %s prepared", cid, bundle)
+    log.info("container %s: bundle %s prepared; prepare took %s", cid, bundle, args.spans.line())
     return 0
 
 
@@ -187,36 +193,44 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 def _hooks(args: argparse.Namespace, make_sysfs: SysfsFactory | None) -> OciHooks:
     """Builds the adapters and the lifecycle (imported here: a container without VFs never pays for it)."""
-    from oci_hooks.hooks import OciHooks
-    from vm_side.assembly import build_lifecycle
-    from vm_side.config import load
+    spans: Spans = args.spans
+    with spans.span("load (imports and config)"):
+        from oci_hooks.hooks import OciHooks
+        from vm_side.assembly import build_lifecycle
+        from vm_side.config import load
 
-    cfg = load(_config_path(args))
-    logging.getLogger().setLevel(args.log_level or cfg.log_level)
-    sysfs = make_sysfs(cfg.sysfs_root) if make_sysfs is not None else None
-    return OciHooks(build_lifecycle(cfg, _LazyHost(cfg.host), sysfs), args.timeout)
+        cfg = load(_config_path(args))
+        logging.getLogger().setLevel(args.log_level or cfg.log_level)
+        sysfs = make_sysfs(cfg.sysfs_root) if make_sysfs is not None else None
+        return OciHooks(build_lifecycle(cfg, _LazyHost(cfg.host, spans), sysfs), args.timeout)
 
 
 class _LazyHost:
     """The host client, connected on first use: createRuntime, and poststop of a container already
     released, make no host call, and importing grpc is a large share of a hook's start-up."""
 
-    def __init__(self, endpoint: HostEndpoint) -> None:
+    def __init__(self, endpoint: HostEndpoint, spans: Spans) -> None:
         self._endpoint = endpoint
+        self._spans = spans
         self._client: HostApi | None = None
 
     def _host(self) -> HostApi:
         if self._client is None:
-            self._client = self._endpoint.connect()
+            with self._spans.span("host connect (grpc import)"):
+                self._client = self._endpoint.connect()
         return self._client
 
     def attach(
         self, pod_uid: str, pod_name: str, requests: Sequence[VfRequest], request_id: str, timeout_s: float
     ) -> list[GrantedVf]:
-        return self._host().attach(pod_uid, pod_name, requests, request_id, timeout_s)
+        host = self._host()
+        with self._spans.span("host attach RPC"):
+            return host.attach(pod_uid, pod_name, requests, request_id, timeout_s)
 
     def release(self, pod_uid: str, request_id: str, timeout_s: float) -> None:
-        self._host().release(pod_uid, request_id, timeout_s)
+        host = self._host()
+        with self._spans.span("host release RPC"):
+            host.release(pod_uid, request_id, timeout_s)
 
     def sync(self, live_pod_uids: Sequence[str], timeout_s: float) -> None:
         self._host().sync(live_pod_uids, timeout_s)

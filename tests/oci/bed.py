@@ -37,6 +37,7 @@ BUSYBOX = CONTAINERD_FS / "bin/busybox"
 VM = "vm-a"
 DOMAIN = "dom-vm-a"
 APPLETS = ("sh", "ip", "cat", "ls", "sleep", "true", "echo", "readlink")
+FRONT = REPO / "oci_hooks/vfhotplug-oci-hook"  # the POSIX-sh front runtimes run for every container
 
 
 def missing() -> str | None:
@@ -155,6 +156,7 @@ class Bed:
     host: HostService
     guest: Guest
     hook: Path  # the hook executable runc calls (the real entry)
+    front: Path  # the shipped sh front, beside `hook` as when installed: it execs `hook` on demand
     sim_hook: Path  # the same entry over FakeSysfsKernel (dpdk: the guest kernel's driver switches)
     runc_root: Path
     made_netns: list[str] = field(default_factory=list)
@@ -191,13 +193,14 @@ class Bed:
     def bundle(self, name: str, annotation: str | None, args: Sequence[str] = ("sleep", "600")) -> Path:
         return make_bundle(self.folder / "bundles" / name, annotation, args)
 
-    def add_hooks(self, bundle: Path, **annotations: str) -> None:
-        """The README's config.json snippet (createRuntime + poststop), pointed at this bed's hook, and
-        `annotations` added, as a user wires hooks by hand instead of through `prepare`."""
+    def add_hooks(self, bundle: Path, env: Sequence[str] = (), **annotations: str) -> None:
+        """The README's config.json snippet (createRuntime + poststop through the sh front), pointed at
+        this bed, with the hooks' `env` and `annotations` added, as a user wires hooks by hand or for
+        every container instead of through `prepare`."""
         config = json.loads((bundle / "config.json").read_text())
-        args = ["vfhotplug-hook", *self.hook_args()]
+        args = ["vfhotplug-oci-hook", *self.hook_args()]
         config["hooks"] = {
-            stage: [{"path": str(self.hook), "args": [*args, stage], "timeout": 30}]
+            stage: [{"path": str(self.front), "args": [*args, stage], "env": list(env), "timeout": 30}]
             for stage in ("createRuntime", "poststop")
         }
         config["annotations"] = {**config.get("annotations", {}), **annotations}
@@ -342,11 +345,14 @@ def bed() -> Iterator[Bed]:
         _guest_config(guest_dir, port, host_dir / "pki", sysfs, guest_dir / "hugepages"),
         guest_dir / "hook.log",
     )
+    front = folder / "vfhotplug-oci-hook"
+    front.symlink_to(FRONT)
     b = Bed(
         folder,
         host,
         guest,
         _wrapper(folder / "vfhotplug-hook", "oci_hooks"),
+        front,
         _wrapper(folder / "vfhotplug-hook-sim", "tests.oci.sim_kernel_hook"),
         folder / "runc",
         [netns],

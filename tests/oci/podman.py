@@ -92,9 +92,9 @@ def podman_bed(b: oci_bed.Bed, hooks: bool = True, name: str = "podman") -> Iter
     (folder / "hooks.d").mkdir(parents=True)
     calls = folder / "hook-calls"
     if hooks:
-        # The hook as installed, plus one line per run for the test to count.
-        counting = folder / "vfhotplug-hook"
-        counting.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {b.hook} "$@"\n')
+        # The hook as installed (the sh front), plus one line per run for the test to count.
+        counting = folder / "vfhotplug-oci-hook"
+        counting.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {b.front} "$@"\n')
         counting.chmod(0o755)
         spec = json.loads(SHIPPED_HOOK.read_text())
         args = spec["hook"]["args"]
