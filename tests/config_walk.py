@@ -5,7 +5,10 @@ table), so a field added to a loader is walked without touching the tests."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +16,7 @@ from typing import Any
 
 from contract.errors import ConfigError
 
+REPO = Path(__file__).resolve().parents[1]
 Table = dict[str, Any]
 Parse = Callable[[str, Path], object]
 BOGUS = "zz_not_a_key"
@@ -131,3 +135,16 @@ def check_field(parse: Parse, base: Table, file: Path, field: Field) -> None:
     assert refused, f"{field.dotted}: every wrong value was accepted"
     msg = refusal(parse, _with(base, field.table, field.key, _MISSING), file)
     assert msg is None or field.key in msg, f"{field.dotted} left out: message names another field: {msg}"
+
+
+def entry_fails_with_one_line(args: list[str], doc: Table, cfg: Path, program: str, says: str) -> None:
+    """Runs `python -m <args> --config cfg` on `doc` as a user would: exit 2, one stderr line, no traceback."""
+    cfg.write_text(dump(doc))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("NRI_PLUGIN_SOCKET", None)
+    cmd = [sys.executable, "-m", *args, "--config", str(cfg)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60, cwd=cfg.parent)
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    (line,) = res.stderr.splitlines()
+    assert line.startswith(f"{program}: {cfg}: ") and says in line, line

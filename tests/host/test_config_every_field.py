@@ -3,17 +3,13 @@ the real entry (`python -m host_side serve --config F`) turns one into exit stat
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from host_side import config
-from tests.config_walk import Field, Table, check_field, dump, fields, leaves, refusal
+from tests.config_walk import Field, Table, check_field, entry_fails_with_one_line, fields, leaves, refusal
 
-REPO = Path(__file__).resolve().parents[2]
 FILE = Path("/cfg/host.toml")
 BASE: Table = {
     "backend": "sim",
@@ -66,14 +62,6 @@ def test_every_field_wrong_in_turn_is_one_line_naming_it(field: Field):
     check_field(config.parse, BASE, FILE, field)
 
 
-def _host(tmp_path: Path, doc: Table) -> subprocess.CompletedProcess[str]:
-    cfg = tmp_path / "host.toml"
-    cfg.write_text(dump(doc))
-    cmd = [sys.executable, "-m", "host_side", "serve", "--config", str(cfg), "--log-level", "error"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
-
-
 @pytest.mark.parametrize(
     ("change", "says"),
     [
@@ -92,8 +80,6 @@ def test_the_host_entry_exits_2_with_one_line(tmp_path: Path, change, says):
     for p in where:
         table[p] = table = {**table[p]}
     table[key] = value
-    res = _host(tmp_path, doc)
-    assert res.returncode == 2, res.stderr
-    assert "Traceback" not in res.stderr
-    (line,) = res.stderr.splitlines()
-    assert line.startswith(f"vfhotplug-host: {tmp_path / 'host.toml'}: ") and says in line, line
+    # --log-level error: the start-up warnings of a half-configured host (PF not found) are not the point
+    args = ["host_side", "serve", "--log-level", "error"]
+    entry_fails_with_one_line(args, doc, tmp_path / "host.toml", "vfhotplug-host", says)

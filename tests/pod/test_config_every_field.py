@@ -3,17 +3,13 @@ the real entry (`python -m nri_plugin --config F`) turns one into exit status 2 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.config_walk import Field, Table, check_field, dump, fields, leaves, refusal
+from tests.config_walk import Field, Table, check_field, entry_fails_with_one_line, fields, leaves, refusal
 from vm_side import config
 
-REPO = Path(__file__).resolve().parents[2]
 FILE = Path("/cfg/nri.toml")
 BASE: Table = {
     "log_level": "INFO",
@@ -55,15 +51,6 @@ def test_every_field_wrong_in_turn_is_one_line_naming_it(field: Field):
     check_field(config.parse, BASE, FILE, field)
 
 
-def _plugin(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
-    cfg = tmp_path / "nri.toml"
-    cfg.write_text(text)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("NRI_PLUGIN_SOCKET", None)
-    cmd = [sys.executable, "-m", "nri_plugin", "--config", str(cfg)]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
-
-
 @pytest.mark.parametrize(
     ("change", "says"),
     [
@@ -75,8 +62,4 @@ def test_the_plugin_entry_exits_2_with_one_line(tmp_path: Path, change, says):
     table, key, value = change
     doc: Table = {**BASE, "nri": {**BASE["nri"], "socket": str(tmp_path / "nri.sock")}}
     doc[table] = {**doc[table], key: value}
-    res = _plugin(tmp_path, dump(doc))
-    assert res.returncode == 2, res.stderr
-    assert "Traceback" not in res.stderr
-    (line,) = res.stderr.splitlines()
-    assert line.startswith(f"vfhotplug-nri: {tmp_path / 'nri.toml'}: ") and says in line, line
+    entry_fails_with_one_line(["nri_plugin"], doc, tmp_path / "nri.toml", "vfhotplug-nri", says)
