@@ -77,9 +77,7 @@ class TomlTable:
     def text(self, key: str, default: Any = None) -> Any:
         value = self._get(key, default, (str,), "a string")
         if isinstance(value, str) and _CONTROL_RE.search(value):
-            raise self.error(
-                key, f"{value!r} holds a control character; use plain text on one line"
-            )
+            raise self.error(key, f"{value!r} holds a control character; use plain text on one line")
         return value
 
     def flag(self, key: str, default: Any) -> Any:
