@@ -6,6 +6,7 @@ file and the dotted key, and relative paths are taken from the config file's fol
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from collections.abc import Mapping
@@ -17,6 +18,20 @@ from contract.errors import ConfigError
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 # Marks a key without default: reading it when absent is an error.
 REQUIRED: Any = object()
+# No config string needs a control character; a NUL or newline in a path or name only fails later.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_TOML_TYPES = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}
+
+
+def _shown(value: Any) -> str:
+    """A TOML value for an error line: its TOML type and a short repr (one line, whatever it holds)."""
+    kind = next((n for t, n in _TOML_TYPES.items() if isinstance(value, t)), "date/time")
+    text = repr(value)
+    return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _key_shown(key: str) -> str:
+    return key if key.isprintable() and key.strip() == key and key else repr(key)
 
 
 def read_config(path: Path) -> str:
@@ -56,11 +71,14 @@ class TomlTable:
         value = self._data[key]
         # bool is an int in Python; TOML keeps them apart, so do we.
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise self.error(key, f"expected {what}, got {type(value).__name__} {value!r}")
+            raise self.error(key, f"expected {what}, got {_shown(value)}")
         return value
 
     def text(self, key: str, default: Any = None) -> Any:
-        return self._get(key, default, (str,), "a string")
+        value = self._get(key, default, (str,), "a string")
+        if isinstance(value, str) and _CONTROL_RE.search(value):
+            raise self.error(key, f"{value!r} holds a control character; use plain text on one line")
+        return value
 
     def flag(self, key: str, default: Any) -> Any:
         return self._get(key, default, (bool,), "true or false")
@@ -80,13 +98,14 @@ class TomlTable:
     def seconds(self, key: str, default: float) -> float:
         value = float(self._get(key, default, (int, float), "a number of seconds"))
         if not 0 < value <= 86400:
-            raise self.error(key, f"{value} is not a duration in (0, 86400] seconds")
+            raise self.error(key, f"{value} is not a duration in (0, 86400] seconds; give one like 5 or 0.5")
         return value
 
     def strings(self, key: str, default: Any) -> Any:
         value = self._get(key, default, (list,), "a list of strings")
-        if value is not None and not all(isinstance(v, str) for v in value):
-            raise self.error(key, f"expected a list of strings, got {value!r}")
+        bad = next((v for v in value or () if not isinstance(v, str) or _CONTROL_RE.search(v)), None)
+        if bad is not None:
+            raise self.error(key, f"expected a list of one-line strings, got {_shown(bad)} in it")
         return value
 
     def table(self, key: str, required: bool = False) -> TomlTable | None:
@@ -109,6 +128,8 @@ class TomlTable:
         value = self.text(key, default)
         if value is None:
             return None
+        if not value.strip():
+            raise self.error(key, "is empty; give a path (relative ones are taken from the config's folder)")
         p = Path(value)
         return p if p.is_absolute() else (self._file.parent / p)
 
@@ -123,6 +144,9 @@ class TomlTable:
         unknown = sorted(set(self._data) - self._used)
         if unknown:
             where = f" in [{self._where}]" if self._where else ""
+            near = difflib.get_close_matches(unknown[0], self._used, n=1)
+            guess = f"did you mean {near[0]}? " if near else ""
             raise ConfigError(
-                f"{self._file}: unknown key(s){where}: {', '.join(unknown)}; check the spelling"
+                f"{self._file}: unknown key(s){where}: {', '.join(map(_key_shown, unknown))}; {guess}"
+                f"known: {', '.join(sorted(self._used))}"
             )

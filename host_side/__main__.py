@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from contract.crash_points import CrashPoints
-from contract.errors import HostSideError
+from contract.errors import ConfigError, HostSideError
 from host_side import config, pki
 from host_side.backends import select as backends
 from host_side.backends.base import Hotplug, VfNetlink
@@ -22,6 +23,7 @@ from host_side.metrics import Metrics
 from host_side.server import HostServer
 
 log = logging.getLogger("host_side")
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def _loop(stop: threading.Event, every_s: float, what: str, step: Callable[[], object]) -> None:
@@ -38,7 +40,13 @@ def serve(
     cfg: config.HostConfig, hotplug: Hotplug, netlink: VfNetlink, metrics: Metrics, stop: threading.Event
 ) -> None:
     """Runs the service with the given adapters until `stop` is set (SIGTERM/SIGINT in main)."""
-    store = LeaseStore(cfg.state_dir / "leases.sqlite3", crash_points=CrashPoints.from_env())
+    try:
+        store = LeaseStore(cfg.state_dir / "leases.sqlite3", crash_points=CrashPoints.from_env())
+    except (OSError, sqlite3.Error) as e:
+        raise ConfigError(
+            f"{cfg.path}: state_dir: cannot open the lease database in {cfg.state_dir}: {e}; "
+            "point it at a writable folder"
+        ) from e
     try:
         inventory = SysfsInventory(cfg.sysfs_root, list(cfg.pools.values()))
         engine = Engine(cfg, inventory, store, hotplug, netlink, observe=metrics.observe)
@@ -104,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="run the VF controller")
     s.add_argument("--config", required=True, help="host TOML config (see config/host.example.toml)")
-    s.add_argument("--log-level", default="INFO")
+    s.add_argument("--log-level", default="INFO", type=str.upper, choices=_LEVELS)
     ca = sub.add_parser("ca", help="lab certificate authority")
     ca_sub = ca.add_subparsers(dest="ca_cmd", required=True)
     init = ca_sub.add_parser("init", help="create ca.pem/ca.key")
@@ -116,14 +124,14 @@ def _parser() -> argparse.ArgumentParser:
     who.add_argument("--server", help="server certificate name, e.g. the host name")
     issue.add_argument("--san", action="append", help="DNS name or IP the VMs connect to (repeatable)")
     for sp in (init, issue):
-        sp.add_argument("--log-level", default="WARNING")
+        sp.add_argument("--log-level", default="WARNING", type=str.upper, choices=_LEVELS)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

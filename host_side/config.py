@@ -19,6 +19,8 @@ from contract.toml_table import parse_toml, read_config
 BACKENDS = ("libvirt", "emulated-nic", "sim")
 HOTPLUG_MODES = ("interface-hostdev", "hostdev")
 _HOSTPORT_RE = re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
+_LIBVIRT_URI_RE = re.compile(r"[a-z][a-z0-9]*(\+[a-z0-9]+)?://\S*")  # qemu:///system, qemu+ssh://h/system
+_NIC_MODEL_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")  # a QEMU NIC model: e1000e, virtio, igb
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ def parse(text: str, path: Path) -> HostConfig:
         raise top.error("hotplug_mode", f"{mode!r} is not one of {', '.join(HOTPLUG_MODES)}")
     metrics = top.text("metrics_address")
     if metrics is not None and not _HOSTPORT_RE.fullmatch(metrics):
-        raise top.error("metrics_address", f"{metrics!r} is not host:port")
+        raise top.error("metrics_address", f"{metrics!r} is not host:port, e.g. '127.0.0.1:9100'")
     state_dir, sysfs_root = top.path("state_dir", _REQUIRED), top.path("sysfs_root", "/sys")
     assert state_dir is not None and sysfs_root is not None
     listen_t = top.table("listen", required=True)
@@ -200,14 +202,19 @@ def parse(text: str, path: Path) -> HostConfig:
     if backend == "sim" and sim is None:
         raise top.error("sim", "backend 'sim' needs a [sim] table with guest_sysfs_root")
 
+    uri, model = top.text("libvirt_uri", "qemu:///system"), top.text("emulated_nic_model", "e1000e")
+    if not _LIBVIRT_URI_RE.fullmatch(uri):
+        raise top.error("libvirt_uri", f"{uri!r} is not a libvirt URI like 'qemu:///system'")
+    if not _NIC_MODEL_RE.fullmatch(model):
+        raise top.error("emulated_nic_model", f"{model!r} is not a QEMU NIC model like 'e1000e'")
     cfg = HostConfig(
         path=path,
         state_dir=state_dir,
         sysfs_root=sysfs_root,
-        libvirt_uri=top.text("libvirt_uri", "qemu:///system"),
+        libvirt_uri=uri,
         backend=backend,
         hotplug_mode=mode,
-        emulated_nic_model=top.text("emulated_nic_model", "e1000e"),
+        emulated_nic_model=model,
         metrics_address=metrics,
         listen=listen,
         timeouts=timeouts,

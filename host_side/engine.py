@@ -85,6 +85,17 @@ def _dump_granted(vfs: Sequence[GrantedVf]) -> str:
     )
 
 
+def _answer_of(store: LeaseStore, vm: str, request_id: str, kind: str) -> tuple[str, str] | None:
+    """The stored answer to replay for a retried call; an id another kind of call used is the caller's
+    mistake (its stored answer would not even parse as this kind's)."""
+    stored = store.answer(vm, request_id)
+    if stored is not None and stored[0] != kind:
+        raise InvalidRequest(
+            f"request id {request_id!r} of VM {vm} was used for {stored[0]!r} before; give each call its own id"
+        )
+    return stored
+
+
 def _load_granted(text: str) -> list[GrantedVf]:
     out = []
     for d in json.loads(text):
@@ -192,7 +203,7 @@ class Engine:
             validate_request(req, pool, i)
         macs_unique(requests)
         with self._once(vm.identity, request_id, deadline):
-            stored = self._store.answer(vm.identity, request_id)
+            stored = _answer_of(self._store, vm.identity, request_id, "attach")
             if stored is not None:
                 log.info(
                     "pod %s on VM %s: request %s answered before; same answer",
@@ -410,7 +421,7 @@ class Engine:
             raise InvalidRequest("the admin releasing by pod uid must name the VM too")
         with self._once(owner or "(admin)", request_id or secrets.token_hex(8), deadline):
             if request_id and vm is not None:
-                stored = self._store.answer(vm.identity, request_id)
+                stored = _answer_of(self._store, vm.identity, request_id, "release")
                 if stored is not None:
                     d = json.loads(stored[1])
                     return ReleaseResult(tuple(d["released"]), tuple(d["quarantined"]))

@@ -191,13 +191,15 @@ class Servicer(_grpc.HostPlugServicer):
         return self._call("Health", context, body)
 
 
-def _read(path: Path | None, what: str) -> bytes:
+def _read(cfg: HostConfig, path: Path | None, what: str) -> bytes:
     if path is None:
-        raise ConfigError(f"listen.{what} is not set")
+        raise ConfigError(f"{cfg.path}: listen.{what}: not set; TCP needs ca, cert and key")
     try:
         return path.read_bytes()
     except OSError as e:
-        raise ConfigError(f"cannot read listen.{what} {path}: {e.strerror}") from e
+        raise ConfigError(
+            f"{cfg.path}: listen.{what}: cannot read {path}: {e.strerror}; point it at a readable PEM file"
+        ) from e
 
 
 class HostServer:
@@ -227,8 +229,8 @@ class HostServer:
         listen = self._cfg.listen
         if listen.tcp is not None:
             creds = grpc.ssl_server_credentials(
-                [(_read(listen.key, "key"), _read(listen.cert, "cert"))],
-                root_certificates=_read(listen.ca, "ca"),
+                [(_read(self._cfg, listen.key, "key"), _read(self._cfg, listen.cert, "cert"))],
+                root_certificates=_read(self._cfg, listen.ca, "ca"),
                 require_client_auth=True,
             )
             tcp = listen.tcp

@@ -6,18 +6,22 @@ hands over in Configure (from /etc/nri/conf.d/NN-vfhotplug.conf).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from contract.errors import ConfigError
 from contract.toml_table import REQUIRED, TomlTable, parse_toml, read_config
-from vm_side.demand import DemandDefaults, Mode
+from vm_side.demand import MTU_MAX, MTU_MIN, DemandDefaults, Mode
 from vm_side.lifecycle import LifecycleConfig
 
 if TYPE_CHECKING:
     from host_side.api.client import HostClient
 
 DEFAULT_PATH = Path("/etc/vfhotplug/nri.toml")
+# host:port, [v6]:port, or a gRPC name scheme (dns:, ipv4:, ipv6:, unix:) with what follows.
+_TARGET_RE = re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}|(dns|ipv4|ipv6|unix):\S+")
 
 
 @dataclass(frozen=True)
@@ -36,10 +40,21 @@ class HostEndpoint:
     key: Path
     server_name: str | None = None
     timeout_s: float = 10.0
+    config_file: Path = DEFAULT_PATH  # names the file in errors
 
     def connect(self) -> HostClient:
+        """Raises:
+        ConfigError: a PEM file cannot be read (named by its key in the config)."""
         from host_side.api.client import HostClient  # grpc is heavy: the hooks' fast paths never import it
 
+        for key, pem in (("ca", self.ca), ("cert", self.cert), ("key", self.key)):
+            try:
+                pem.read_bytes()
+            except OSError as e:
+                raise ConfigError(
+                    f"{self.config_file}: host.{key}: cannot read {pem}: {e.strerror}; "
+                    "point it at the VM's PEM file (see `vfhotplug-host ca issue`)"
+                ) from e
         return HostClient(self.target, ca=self.ca, cert=self.cert, key=self.key, server_name=self.server_name)
 
 
@@ -76,6 +91,7 @@ class PluginConfig:
     vpp: VppConfig | None = None
     dpdk: DpdkConfig = DpdkConfig()
     health: HealthConfig = HealthConfig()
+    path: Path = DEFAULT_PATH  # the file it came from, for errors found when it is used
 
 
 def parse(text: str, path: Path) -> PluginConfig:
@@ -86,7 +102,7 @@ def parse(text: str, path: Path) -> PluginConfig:
 
     nt = top.table("nri") or TomlTable({}, "nri", path)
     nri = NriConfig(
-        name=nt.text("name", "vfhotplug"),
+        name=nt.name_check("name", nt.text("name", "vfhotplug")),
         index=nt.text("index", "10"),
         socket=nt.text("socket", "/var/run/nri/nri.sock"),
         budget_warn_share=nt.number("budget_warn_share", 0.5, 0.05, 1.0),
@@ -99,13 +115,17 @@ def parse(text: str, path: Path) -> PluginConfig:
     assert ht is not None
     ca, cert, key = ht.path("ca", REQUIRED), ht.path("cert", REQUIRED), ht.path("key", REQUIRED)
     assert ca is not None and cert is not None and key is not None
+    target = ht.text("target", REQUIRED)
+    if not _TARGET_RE.fullmatch(target):
+        raise ht.error("target", f"{target!r} is not host:port of the host service, e.g. '192.0.2.1:50151'")
     host = HostEndpoint(
-        target=ht.text("target", REQUIRED),
+        target=target,
         ca=ca,
         cert=cert,
         key=key,
         server_name=ht.text("server_name"),
         timeout_s=ht.seconds("timeout_s", 10.0),
+        config_file=path,
     )
     ht.finish()
 
@@ -118,9 +138,16 @@ def parse(text: str, path: Path) -> PluginConfig:
             "default_mode", f"{mode_text!r} is not one of {', '.join(m.value for m in Mode)}"
         ) from None
     pools = pt.strings("pools", None)
-    mtu = pt.integer("mtu", None, 68, 65535)
+    for pool in pools or ():
+        pt.name_check("pools", pool)
+    default_pool = pt.name_check("default_pool", pt.text("default_pool", "default"))
+    if pools is not None and default_pool not in pools:
+        raise pt.error(
+            "default_pool", f"{default_pool!r} is not in pods.pools; add it there or pick one of them"
+        )
+    mtu = pt.integer("mtu", None, MTU_MIN, MTU_MAX)
     defaults = DemandDefaults(
-        pool=pt.text("default_pool", "default"),
+        pool=default_pool,
         mode=mode,
         max_vfs_per_pod=pt.integer("max_vfs_per_pod", 8, 1, 64),
         mtu=mtu,
@@ -158,6 +185,7 @@ def parse(text: str, path: Path) -> PluginConfig:
         vpp=vpp,
         dpdk=DpdkConfig(runtime_root, hugepages),
         health=health,
+        path=path,
     )
 
 

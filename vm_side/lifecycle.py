@@ -23,7 +23,7 @@ from vm_side.binder import Binder
 from vm_side.deadline import check_time, host_budget
 from vm_side.demand import DemandDefaults, DemandError, Mode, PodDemand, parse_demand
 from vm_side.guest_devices import DeviceFinder
-from vm_side.netlink import GuestNetlink
+from vm_side.netlink import GuestNetlink, LinkError
 from vm_side.pod_locks import PodLocks
 from vm_side.pod_record import JOURNAL_SUBDIR, PODS_SUBDIR, Entry, PodRecord, PodState, RecordError, StepDone
 from vm_side.pod_start import PodStart
@@ -86,6 +86,7 @@ class PodLifecycle:
             self.journal, host, timeout_s=config.host_timeout_s, pod_guard=self._locks.hold
         )
         self._steps = tuple(steps)
+        self._netlink = netlink
         binder = Binder(sysfs, netlink)
         finder = DeviceFinder(sysfs, netlink, poll_interval_s)
         self._start = PodStart(
@@ -141,6 +142,7 @@ class PodLifecycle:
             if old is not None and old.state is PodState.READY and old.netns == netns_path:
                 return old
             self._clear_leftovers(old, pod_uid, pod_name, deadline)
+            demand = self._check_names_free(pod_uid, pod_name, netns_path, annotations, demand)
             rec = self._new_record(pod_uid, pod_name, netns_path, demand, entry)
             rec = self._run_start(rec, demand, deadline)
             log.info(
@@ -284,6 +286,25 @@ class PodLifecycle:
             except HostCallError as e:
                 raise PodError(pod_uid, pod_name, "earlier release still owed", str(e)) from e
             self.journal.remove(pod_uid)
+
+    def _check_names_free(
+        self, pod_uid: str, pod_name: str, netns: str, annotations: Mapping[str, str], demand: PodDemand
+    ) -> PodDemand:
+        """The demand again with the names the pod's netns already has (the CNI's eth0): a kernel-mode VF
+        renamed onto one would fail after the host call, so that is refused here, before any lease.
+        Called after a leftover record is undone, so our own VFs are no longer in the netns."""
+        if not netns or Mode.KERNEL not in demand.modes:
+            return demand
+        try:
+            taken = self._netlink.link_names(netns)
+        except LinkError as e:
+            raise PodError(pod_uid, pod_name, "pod netns", f"{e}; is the pod still running?") from e
+        try:
+            again = parse_demand(annotations, self.config.defaults, taken)
+        except DemandError as e:
+            raise PodError(pod_uid, pod_name, "bad demand", str(e)) from e
+        assert again is not None  # the same annotation parsed before
+        return again
 
     def _new_record(
         self, pod_uid: str, pod_name: str, netns_path: str, demand: PodDemand, entry: Entry

@@ -71,6 +71,20 @@ class GuestNetlink:
                 return None
             return str(ipr.get_links(idx[0])[0].get("address"))
 
+    def link_names(self, netns: str) -> frozenset[str]:
+        """The netdev names in `netns` (a pod's, before any VF moves in: the CNI's eth0, lo, ...).
+
+        Raises:
+            LinkError: the netns cannot be opened or read.
+        """
+        try:
+            with self._ipr(netns) as ipr:
+                return frozenset(str(link.get("ifname")) for link in ipr.get_links())
+        except NetlinkError as e:
+            raise LinkError(e.code, f"netdevs of netns {netns}: {os.strerror(e.code)}") from e
+        except OSError as e:
+            raise LinkError(e.errno or errno.EIO, f"netns {netns} cannot be opened: {e.strerror}") from e
+
     def find_by_mac(self, mac: str, netns: str | None = None) -> str | None:
         """The name of the netdev with this MAC in `netns` (default: home), None when there is none."""
         with self._ipr(netns) as ipr:

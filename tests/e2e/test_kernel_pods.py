@@ -94,6 +94,21 @@ def test_bad_demand_fails_the_pod_naming_the_field_and_takes_no_lease(
     assert len(stack.leases()) == before
 
 
+@pytest.mark.parametrize("ifname", ["eth0", "cnipeer0"])
+def test_ifname_the_cni_made_is_refused_before_the_host_call(containerd, stack, ifname) -> None:
+    """The test bed's CNI puts eth0 (and its veth peer cnipeer0) into every pod's netns; "bad demand" is
+    the plugin's step before the host call, so the host never hears of the pod."""
+    rt = containerd.runtime()
+    name = f"taken-{ifname}"
+    ann = {"vfhotplug.io/vfs": json.dumps([{"ifname": ifname}])}
+    with pytest.raises(grpc.RpcError) as err:
+        run_pod(rt, name, annotations=ann, host_network=False)
+    details = str(err.value.details())
+    want = f"bad demand: vfhotplug.io/vfs request 0 field 'ifname': '{ifname}' already exists in the pod's"
+    assert want in details and "cnipeer0, eth0, lo" in details, details
+    assert _pod_leases(stack, pod_config(name).metadata.uid) == []
+
+
 def test_pod_without_annotation_costs_no_host_call(containerd, stack) -> None:
     rt = containerd.runtime()
     with stack.admin() as admin:

@@ -46,7 +46,7 @@ def test_bad_annotation_fails_podman_run_without_a_lease(podman):
     bed = podman.bed
     res = podman.run("bad", "--annotation", "vfhotplug.io/vfs=99", check=False)
     assert res.returncode != 0
-    line = "vfhotplug: container {}: bad demand: vfhotplug.io/vfs request 0 field 'count': 99 is not in 1..4"
+    line = "vfhotplug: container {}: bad demand: vfhotplug.io/vfs request 0 field 'count': 99 is over the per-pod limit of 4"
     cid = podman("inspect", "--format", "{{.Id}}", "bad").stdout.strip()
     assert line.format(cid) in res.stderr  # through runc's createRuntime error, the one podman shows
     assert podman("inspect", "--format", "{{.State.Status}}", "bad").stdout.strip() != "running"

@@ -139,6 +139,74 @@ def test_deeply_nested_json_is_a_demand_error():
         parse("[" * 100_000)
 
 
+@pytest.mark.parametrize(
+    ("value", "index", "field", "says"),
+    [
+        ("-1", 0, "count", "-1 is negative; ask for 1..4 VFs"),
+        ([{"count": -3}], 0, "count", "-3 is negative"),
+        ([{"count": 0}], 0, "count", "0 asks for no VF"),
+        ("99999999999", 0, "count", "99999999999 is over the per-pod limit of 4 (pods.max_vfs_per_pod)"),
+        ([{"count": 10**20}], 0, "count", "is over the per-pod limit"),
+        ([{"count": True}], 0, "count", "expected an integer, got boolean true"),
+        ([{"count": "2"}], 0, "count", 'got string "2"; write 2 without quotes'),
+        ([{"count": 2.0}], 0, "count", "got number 2.0; write 2"),
+        ([{"trust": 1}], 0, "trust", "expected true or false, got integer 1"),
+        ([{"spoofchk": "false"}], 0, "spoofchk", "write false without quotes"),
+        ([{"pool": ["a"]}], 0, "pool", 'expected a string, got list ["a"]'),
+        ([{"vlna": 5}], 0, "vlna", "did you mean 'vlan'?"),
+        ([{"vlan": -1}], 0, "vlan", "-1 is negative; a VLAN id is in 0..4094"),
+        ([{"numa": 4096}], 0, "numa", "4096 is above 1023"),
+        ([{"max_tx_rate_mbps": 2**32}], 0, "max_tx_rate_mbps", "is above 1000000"),
+        ([{"min_tx_rate_mbps": -5}], 0, "min_tx_rate_mbps", "-5 is negative"),
+        ([{"mode": "vpp", "mtu": 1500}], 0, "mtu", "in vpp mode the VM's VPP owns the port"),
+        ([{"mode": "vpp", "ip": "10.0.0.2/24"}], 0, "ip", "is for kernel mode"),
+        ([{"ifname": "lo"}], 0, "ifname", "'lo' is the loopback"),
+        ([{}, 7], 1, None, 'expected a JSON object like {"count": 1}, got integer 7'),
+    ],
+)
+def test_messages_name_the_field_the_value_and_the_fix(value, index, field, says):
+    with pytest.raises(DemandError) as err:
+        parse(value)
+    assert (err.value.index, err.value.field) == (index, field)
+    assert says in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('[{"count": 2, "count": 1}]', "request 0 field 'count': is given twice"),
+        ('[{}, {"pool": "a", "mode": "dpdk", "pool": "b"}]', "request 1 field 'pool': is given twice"),
+        ('{"count": 2}', 'give a list of requests, e.g. [{"count": 2}]'),
+        ("true", "got boolean true"),
+        ("null", "got null"),
+        ("1.5", "got number 1.5"),
+        ("[" + "9" * 5000 + "]", "an integer of 5000 digits is out of range"),
+        ('[{"count": ' + "1" * 5000 + "}]", "an integer of 5000 digits is out of range"),
+    ],
+)
+def test_whole_annotation_mistakes(text, says):
+    with pytest.raises(DemandError) as err:
+        parse(text)
+    assert says in str(err.value), str(err.value)
+
+
+def test_names_taken_in_the_pod_netns():
+    taken = frozenset({"lo", "eth0", "net1"})
+
+    def names(value: object) -> list[str]:
+        demand = parse_demand({ANNOTATION: json.dumps(value)}, D, taken)
+        assert demand is not None
+        return [s.ifname for s in demand.slots]
+
+    with pytest.raises(DemandError) as err:
+        names([{}, {"ifname": "eth0"}])
+    assert (err.value.index, err.value.field) == (1, "ifname")
+    assert "'eth0' already exists in the pod's network namespace (it has eth0, lo, net1)" in str(err.value)
+    assert names([{"count": 2}]) == ["net2", "net3"]
+    # A dpdk or vpp VF never enters the netns: its name is a label only.
+    assert names([{"mode": "dpdk", "ifname": "eth0"}, {}]) == ["eth0", "net2"]
+
+
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-10, 10) | st.floats(allow_nan=False) | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
@@ -147,6 +215,7 @@ JSON = st.recursive(
 KEYS = st.sampled_from([*sorted(DEMAND_KEYS), "bogus"])
 VALUES = st.one_of(
     st.integers(-2, 5000),
+    st.integers(),  # huge and negative ones too
     st.booleans(),
     st.none(),
     st.sampled_from(
