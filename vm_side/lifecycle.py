@@ -199,11 +199,14 @@ class PodLifecycle:
             self.store.save(rec)
             self._crash.reached("preparing")
             step = "host attach"
+            phases = [f"record {(time.monotonic() - started) * 1000:.1f}"]  # per-phase ms, for the log
             try:
                 for step, action in self._plan(demand):
                     self._check_time(deadline, step)
+                    began = time.monotonic()
                     rec = action(rec, deadline)
                     self.store.save(rec)
+                    phases.append(f"{step} {(time.monotonic() - began) * 1000:.1f}")
                     self._crash.reached(step)
             except Exception as e:  # any failure, bugs included, must roll back
                 log.warning("pod %s (%s): %s failed (%s); rolling back", pod_name, pod_uid, step, e)
@@ -215,12 +218,13 @@ class PodLifecycle:
                 self._teardown(rec, self._budget(deadline, rollback=True))
                 raise PodError(pod_uid, pod_name, step, f"{e}; rolled back") from e
             log.info(
-                "pod %s (%s): ready with %d VFs in %.0f ms, %.0f ms before the deadline",
+                "pod %s (%s): ready with %d VFs in %.0f ms, %.0f ms before the deadline (ms: %s)",
                 pod_name,
                 pod_uid,
                 len(rec.vfs),
                 (time.monotonic() - started) * 1000,
                 (deadline - time.monotonic()) * 1000,
+                ", ".join(phases),
             )
             return rec
 
