@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -104,7 +105,7 @@ class _Bench:
         if on and not running:
             self.stack.start_plugin()
         elif not on and running:
-            self.stack.kill_plugin(15)
+            self.stack.kill_plugin(signal.SIGTERM)
 
     def spare_ready(self) -> None:
         deadline = time.monotonic() + 10
