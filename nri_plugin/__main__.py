@@ -109,13 +109,7 @@ def main(argv: list[str] | None = None, sysfs: GuestSysfs | None = None) -> int:
         print(f"vfhotplug-nri: {e}", file=sys.stderr)
         return 2
 
-    main_pid = os.getpid()
-
     def _stop(signum: int, _frame: FrameType | None) -> None:
-        # pyroute2 forks helpers to reach other netns; they inherit this handler, and a helper that is
-        # told to end must not close the NRI socket it shares with us.
-        if os.getpid() != main_pid:
-            os._exit(0)
         log.info("signal %d: stopping", signum)
         stub.stop()
 

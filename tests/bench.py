@@ -12,7 +12,14 @@ import sys
 import time
 
 SECTIONS = (
-    ("NRI core and pod lifecycle through CRI (issues: NRI core, pod lifecycle)", "tests.bench_pods"),
+    (
+        "containerd test bed alone: start/stop, RunPodSandbox host network vs own netns",
+        "tests.bench_containerd",
+    ),
+    (
+        "NRI path: pod start through CRI, no plugin vs plugin vs 1 VF, in alternating blocks",
+        "tests.bench_pods",
+    ),
     ("Pod lifecycle core alone, FakeHost (no gRPC)", "tests.bench_pod"),
     ("Host service: Attach+Release through gRPC+mTLS, 64 vs 4096 VFs", "tests.bench_host"),
     ("Host service: libvirt phases with real libvirtd (emulated NIC)", "tests.bench_libvirt"),
@@ -23,22 +30,42 @@ SECTIONS = (
 )
 
 
+def machine() -> str:
+    """One line naming the machine the figures come from."""
+    model = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        "?",
+    )
+    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 30
+    return (
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores ({model}), {ram} GiB, "
+        f"Linux {platform.release()}, Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}"
+    )
+
+
 def main() -> int:
     only = set(sys.argv[1:])
-    print(
-        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    )
+    unknown = only - {module.rsplit(".", 1)[-1] for _, module in SECTIONS}
+    if unknown:
+        names = ", ".join(module.rsplit(".", 1)[-1] for _, module in SECTIONS)
+        print(f"unknown section {', '.join(sorted(unknown))}; sections: {names}", file=sys.stderr)
+        return 2
+    print(machine())
     failed = []
     for title, module in SECTIONS:
         if only and module.rsplit(".", 1)[-1] not in only:
             continue
         print(f"\n== {title} ({module})", flush=True)
         started = time.monotonic()
+        # Each section runs with its own defaults: its parser must not see this program's arguments.
+        saved, sys.argv = sys.argv, [module]
         try:
             importlib.import_module(module).main()
         except Exception as e:  # noqa: BLE001 - one broken section must not hide the others' figures
             print(f"!! {module} failed: {type(e).__name__}: {e}")
             failed.append(module)
+        finally:
+            sys.argv = saved
         print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
     return 1 if failed else 0
 

@@ -1,18 +1,19 @@
 """Figures of the containerd test bed: start/stop of an instance and RunPodSandbox latency.
 
-Run as root after `make testbed-containerd`: `.venv/bin/python -m tests.bench_containerd [PODS]`.
-Uses its own instance ("bench"), so it can run beside the tests' instance.
+Run as root after `make testbed-containerd`: `.venv/bin/python -m tests.bench_containerd [--runtime NAME]
+[--pods N]` (default: every release of the test bed). Uses its own instance ("bench"), so it can run
+beside the tests' instance. Every round starts one pod of each kind, in an order that flips every 5 rounds.
 """
 
 from __future__ import annotations
 
-import os
+import argparse
 import statistics
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from testbed.containerd import CONTAINERD_1_7, Containerd, run_pod, stop_and_remove_pod
+from testbed.containerd import RUNTIMES, Containerd, Runtime, run_pod, stop_and_remove_pod
+from tests.bench import machine
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -27,29 +28,43 @@ def _figures(name: str, seconds: list[float]) -> str:
     return f"{name:<36} n={len(ms):<4} median {statistics.median(ms):7.1f} ms   p95 {p95:7.1f} ms"
 
 
-def main(pods: int = 20) -> None:
-    cd = Containerd(CONTAINERD_1_7, "bench")
-    print(f"machine: {os.cpu_count()} cores; containerd test bed, {pods} pods per kind")
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="bench_containerd")
+    names = [r.name for r in RUNTIMES]
+    p.add_argument(
+        "--runtime", choices=names, action="append", help=f"runtimes to bench (default: all of {names})"
+    )
+    p.add_argument("--pods", type=int, default=20, help="pods per kind")
+    args = p.parse_args(argv)
+    print(machine())
+    for runtime in [r for r in RUNTIMES if not args.runtime or r.name in args.runtime]:
+        _bench_runtime(runtime, args.pods)
+
+
+def _bench_runtime(runtime: Runtime, pods: int) -> None:
+    cd = Containerd(runtime, "bench")
+    print(f"\n-- {runtime.name} ({runtime.prefix}), {pods} pods per kind")
     try:
         print(f"{'start (sockets + images)':<36} {_timed(cd.start) * 1000:7.1f} ms")
         rt = cd.runtime()
-        for host_network in (True, False):
-            kind = "host network" if host_network else "own netns (cni-veth)"
-            run, remove = [], []
-            for i in range(pods):
-                name = f"bench-{'h' if host_network else 'n'}{i}"
+        run: dict[bool, list[float]] = {True: [], False: []}
+        remove: dict[bool, list[float]] = {True: [], False: []}
+        for i in range(pods):
+            for host_network in (True, False) if i // 5 % 2 == 0 else (False, True):
                 started = time.perf_counter()
-                pod = run_pod(rt, name, host_network=host_network)
-                run.append(time.perf_counter() - started)
+                pod = run_pod(rt, f"bench-{'h' if host_network else 'n'}{i}", host_network=host_network)
+                run[host_network].append(time.perf_counter() - started)
                 started = time.perf_counter()
                 stop_and_remove_pod(rt, pod)
-                remove.append(time.perf_counter() - started)
-            print(_figures(f"RunPodSandbox, {kind}", run))
-            print(_figures(f"Stop+Remove, {kind}", remove))
+                remove[host_network].append(time.perf_counter() - started)
+        for host_network in (True, False):
+            kind = "host network" if host_network else "own netns (cni-veth)"
+            print(_figures(f"RunPodSandbox, {kind}", run[host_network]))
+            print(_figures(f"Stop+Remove, {kind}", remove[host_network]))
         print(f"{'restart':<36} {_timed(cd.restart) * 1000:7.1f} ms")
     finally:
         print(f"{'cleanup (stop + host paths)':<36} {_timed(cd.cleanup) * 1000:7.1f} ms")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20)
+    main()

@@ -144,14 +144,16 @@ class PodLifecycle:
             self._clear_leftovers(old, pod_uid, pod_name, deadline)
             demand = self._check_names_free(pod_uid, pod_name, netns_path, annotations, demand)
             rec = self._new_record(pod_uid, pod_name, netns_path, demand, entry)
-            rec = self._run_start(rec, demand, deadline)
+            phases = [f"record {(time.monotonic() - started) * 1000:.1f}"]  # per-phase ms, for the log
+            rec = self._run_start(rec, demand, deadline, phases)
             log.info(
-                "pod %s (%s): ready with %d VFs in %.0f ms, %.0f ms before the deadline",
+                "pod %s (%s): ready with %d VFs in %.0f ms, %.0f ms before the deadline (ms: %s)",
                 pod_name,
                 pod_uid,
                 len(rec.vfs),
                 (time.monotonic() - started) * 1000,
                 (deadline - time.monotonic()) * 1000,
+                ", ".join(phases),
             )
             return rec
 
@@ -325,14 +327,17 @@ class PodLifecycle:
         self._crash.reached("preparing")
         return rec
 
-    def _run_start(self, rec: PodRecord, demand: PodDemand, deadline: float) -> PodRecord:
-        """Runs the start path, saving the record after each step; on any failure rolls back and raises."""
+    def _run_start(self, rec: PodRecord, demand: PodDemand, deadline: float, phases: list[str]) -> PodRecord:
+        """Runs the start path, saving the record after each step (each step's ms goes to `phases`); on any
+        failure rolls back and raises."""
         step = "host attach"
         try:
             for step, action in self._start.plan(demand):
                 check_time(deadline, self.config.margin_s, step)
+                began = time.monotonic()
                 rec = action(rec, deadline)
                 self.store.save(rec)
+                phases.append(f"{step} {(time.monotonic() - began) * 1000:.1f}")
                 self._crash.reached(step)
         except Exception as e:  # any failure, bugs included, must roll back
             log.warning("pod %s (%s): %s failed (%s); rolling back", rec.pod_name, rec.pod_uid, step, e)

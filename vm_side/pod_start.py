@@ -102,7 +102,7 @@ class PodStart:
         self._store.save(rec)  # undo knows the folder before it exists
         (pod_dir / DEVINFO_SUBDIR).mkdir(parents=True, exist_ok=True)
         for name, text in device_info_files(rec).items():
-            write_atomic(pod_dir / DEVINFO_SUBDIR / name, text)
+            write_atomic(pod_dir / DEVINFO_SUBDIR / name, text, durable=False)  # a run folder, gone at boot
         return rec
 
     def _step_action(self, step: PodStep) -> StartAction:

@@ -1,5 +1,10 @@
-"""Pod records on disk: one `<uid>.json` per pod, replaced atomically (write, fsync, rename, fsync the
-folder), plus `<uid>.attempt` counters that outlive a rollback."""
+"""Pod records on disk: one `<uid>.json` per pod, always replaced atomically (write, rename), plus
+`<uid>.attempt` counters that outlive a rollback.
+
+Only a `ready` record is made durable (fsync of the file and the folder, about a millisecond each here).
+The states on the way (`preparing`, `releasing`) must outlive a crash of the plugin, which the page cache
+does; after a power loss the VM's pods are gone with it, and reconcile plus the host's Sync free their
+leases, so fsyncing them would only slow every pod start."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from pathlib import Path
 from vm_side.pod_record import (
     PODS_SUBDIR,
     PodRecord,
+    PodState,
     RecordError,
     check_uid,
     record_from_json,
@@ -19,13 +25,17 @@ from vm_side.pod_record import (
 log = logging.getLogger(__name__)
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str, durable: bool = True) -> None:
+    """Replace `path` with `text` atomically; `durable` also survives a power loss (fsyncs)."""
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     tmp.replace(path)
+    if not durable:
+        return
     dfd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dfd)
@@ -44,7 +54,7 @@ class RecordStore:
         return self.dir / f"{check_uid(pod_uid)}{suffix}"
 
     def save(self, rec: PodRecord) -> None:
-        write_atomic(self._path(rec.pod_uid), record_to_json(rec))
+        write_atomic(self._path(rec.pod_uid), record_to_json(rec), durable=rec.state is PodState.READY)
 
     def load(self, pod_uid: str) -> PodRecord | None:
         path = self._path(pod_uid)
@@ -78,7 +88,7 @@ class RecordStore:
             n = int(path.read_text()) + 1
         except (FileNotFoundError, ValueError):
             n = 1
-        write_atomic(path, f"{n}\n")
+        write_atomic(path, f"{n}\n", durable=False)  # request ids carry a time stamp too: unique anyway
         return n
 
     def forget(self, pod_uid: str) -> None:

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vpp_papi import VPPApiClient
-
 from contract.pci import PciAddress
 
 log = logging.getLogger(__name__)
@@ -173,6 +171,9 @@ class Vpp:
         """Connect and choose the driver path. Raises VppUnavailable or VppIncompatible."""
         if self._client is not None:
             return
+        # Imported here: a plugin without a [vpp] table never connects, and must not pay vpp_papi's memory.
+        from vpp_papi import VPPApiClient
+
         try:
             client = VPPApiClient(
                 apidir=None if self._api_dirs is None else [str(d) for d in self._api_dirs],

@@ -1,6 +1,8 @@
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,24 @@ def test_worker_skips_an_entry_settled_while_it_waited_for_the_pod(tmp_path: Pat
 
     assert ReleaseWorker(journal, host, pod_guard=pod_guard).run_once() == 0
     assert host.calls == []
+
+
+def test_only_ready_records_and_journal_entries_are_fsynced(tmp_path: Path, monkeypatch):
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    store = RecordStore(tmp_path / "pods")
+    store.next_attempt(RECORD.pod_uid)
+    store.save(replace(RECORD, state=PodState.PREPARING))
+    store.save(replace(RECORD, state=PodState.RELEASING))
+    assert synced == []
+    assert store.load(RECORD.pod_uid) == replace(RECORD, state=PodState.RELEASING)  # replaced all the same
+    store.save(RECORD)
+    assert len(synced) == 2  # the file and its folder
+    ReleaseJournal(tmp_path / "journal").add(OwedRelease(RECORD.pod_uid, "ns/pod", "r1", 0.0))
+    assert len(synced) == 4
