@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from host_side.backends.base import lease_alias
-from lab.dpdk_app import HostPacketDump, frames_from, sent_by_testpmd, txonly_argv
-from lab.pods import PodView, demand
-from lab.report import lease_table, pod_report, release_phases, start_phases, table
-from lab.stack import LabStack
+from lab.vm_side.dpdk_app import HostPacketDump, frames_from, sent_by_testpmd, txonly_argv
+from lab.vm_side.pods import PodView, demand
+from lab.vm_side.report import lease_table, pod_report, release_phases, start_phases, table
+from lab.vm_side.stack import LabStack
 
 T = TypeVar("T")
 

@@ -11,9 +11,9 @@ import statistics
 import sys
 from collections import defaultdict
 
-from lab.pods import demand
-from lab.report import RELEASE_WHOLE, START_WHOLE, release_phases, start_phases, table
-from lab.stack import LabStack
+from lab.vm_side.pods import demand
+from lab.vm_side.report import RELEASE_WHOLE, START_WHOLE, release_phases, start_phases, table
+from lab.vm_side.stack import LabStack
 
 
 def run(pods: int) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, float]]:

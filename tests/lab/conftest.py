@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from lab.lab import Lab
-from lab.stack import LabStack
+from lab.vm_side.lab import Lab
+from lab.vm_side.stack import LabStack
 from tests.conftest import REPO
 
 
@@ -19,9 +19,11 @@ def _setup() -> None:
     if os.geteuid() != 0:
         pytest.skip("the lab needs root (libvirtd, mount namespaces, QEMU)")
     # Idempotent and quick once done; makes a bare `pytest -m lab` work without `make testbed-lab`.
-    done = subprocess.run(["bash", str(REPO / "lab/setup.sh")], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["bash", str(REPO / "lab/vm_side/setup.sh")], capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
-        pytest.fail(f"lab/setup.sh failed:\n{done.stdout}{done.stderr}")
+        pytest.fail(f"lab/vm_side/setup.sh failed:\n{done.stdout}{done.stderr}")
 
 
 @pytest.fixture(scope="module")

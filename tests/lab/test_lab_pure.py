@@ -13,13 +13,13 @@ import pytest
 
 from host_side import config as host_config_mod
 from host_side.backends.libvirt_xml import free_root_port, root_ports
-from lab import wire
-from lab.dpdk_app import frames_from, sent_by_testpmd
-from lab.host_service import GuestCredentials, host_config
-from lab.plugin import plugin_config
-from lab.pods import demand, parse_look
-from lab.report import delta_ms, start_phases
-from lab.vm import QEMU_NS, SERVICE_IP, LabVmSpec, lab_domain_xml
+from lab.vm_side import wire
+from lab.vm_side.dpdk_app import frames_from, sent_by_testpmd
+from lab.vm_side.host_service import GuestCredentials, host_config
+from lab.vm_side.plugin import plugin_config
+from lab.vm_side.pods import demand, parse_look
+from lab.vm_side.report import delta_ms, start_phases
+from lab.vm_side.vm import QEMU_NS, SERVICE_IP, LabVmSpec, lab_domain_xml
 from vm_side.config import parse as parse_plugin_config
 from vm_side.demand import DemandDefaults, parse_demand
 

@@ -40,9 +40,9 @@ if [ ! -s "$OUT/vmlinux" ] || [ ! -s "$OUT/kver" ]; then
 fi
 kver=$(cat "$OUT/kver")
 
-if [ ! -s "$OUT/l1-initramfs.cpio.gz" ] || [ lab/tier_d/l1-initramfs-init.sh -nt "$OUT/l1-initramfs.cpio.gz" ] \
+if [ ! -s "$OUT/l1-initramfs.cpio.gz" ] || [ lab/sriov/l1-initramfs-init.sh -nt "$OUT/l1-initramfs.cpio.gz" ] \
   || [ testbed/libvirt/build_initramfs.sh -nt "$OUT/l1-initramfs.cpio.gz" ]; then
-  MODULES="virtio_pci 9pnet_virtio 9p overlay" INIT=lab/tier_d/l1-initramfs-init.sh \
+  MODULES="virtio_pci 9pnet_virtio 9p overlay" INIT=lab/sriov/l1-initramfs-init.sh \
     bash testbed/libvirt/build_initramfs.sh "$OUT/kroot" "$kver" "$OUT/l1-initramfs.cpio.gz"
 fi
 if [ ! -s "$OUT/l2-initramfs.cpio.gz" ] || [ testbed/libvirt/guest-init.sh -nt "$OUT/l2-initramfs.cpio.gz" ] \

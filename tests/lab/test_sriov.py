@@ -1,7 +1,7 @@
 """Tier D of the lab: the host side on real SR-IOV VFs (issue 7).
 
-One nested run (lab.tier_d.run) boots an outer QEMU 10 guest with an emulated igb PF that plays the
-physical host; inside it lab.tier_d.check drives the project's adapters against real igbvf VFs, this
+One nested run (lab.sriov.run) boots an outer QEMU 10 guest with an emulated igb PF that plays the
+physical host; inside it lab.sriov.check drives the project's adapters against real igbvf VFs, this
 machine's libvirtd 9.0 and an inner guest, and records what it saw. These tests assert on that record,
 comparing what our code set with what independent oracles report: `ip -j -d link show` on the PF, the VF's
 sysfs driver, libvirt's live XML and the inner guest's own PCI-ADD/PCI-DEL lines.
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from lab.tier_d.run import BUILD, REPO, LabError, run_nested
+from lab.sriov.run import BUILD, REPO, LabError, run_nested
 
 pytestmark = pytest.mark.lab
 
@@ -27,10 +27,10 @@ def run() -> dict[str, Any]:
     if os.geteuid() != 0:
         pytest.skip("tier D needs root (bind mounts, chroot, QEMU)")
     setup = subprocess.run(
-        ["bash", str(REPO / "lab/tier_d/setup.sh")], capture_output=True, text=True, check=False
+        ["bash", str(REPO / "lab/sriov/setup.sh")], capture_output=True, text=True, check=False
     )
     if setup.returncode != 0:
-        pytest.fail(f"lab/tier_d/setup.sh failed:\n{setup.stdout}{setup.stderr}")
+        pytest.fail(f"lab/sriov/setup.sh failed:\n{setup.stdout}{setup.stderr}")
     try:
         outcome = run_nested(BUILD / "run")
     except LabError as e:

@@ -12,11 +12,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from lab.host_service import LabHostService
-from lab.lab import DOMAIN, Lab, Progress, no_progress
-from lab.plugin import GuestPlugin
-from lab.pods import LabPods
-from lab.vm import LAB_DIR, PrivateLibvirtd
+from lab.vm_side.host_service import LabHostService
+from lab.vm_side.lab import DOMAIN, Lab, Progress, no_progress
+from lab.vm_side.plugin import GuestPlugin
+from lab.vm_side.pods import LabPods
+from lab.vm_side.vm import LAB_DIR, PrivateLibvirtd
 
 T = TypeVar("T")
 

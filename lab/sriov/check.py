@@ -3,10 +3,10 @@
 Drives the project's own adapters against real igbvf VFs of an emulated igb PF, this machine's libvirtd 9.0
 and an inner TCG guest (L2) whose init reports PCI add/remove on its serial console. It records what it
 observes (settings read back through netlink and through `ip -j -d link show`, guest PCI events, live
-aliases, VF drivers, libvirt error codes, timings) in a JSON file; tests/lab/test_tier_d.py asserts on it
+aliases, VF drivers, libvirt error codes, timings) in a JSON file; tests/lab/test_sriov.py asserts on it
 on this machine. A failing step is recorded with its traceback and the next step still runs.
 
-Usage (in L1): python -m lab.tier_d.check --pf PF --result FILE --work DIR
+Usage (in L1): python -m lab.sriov.check --pf PF --result FILE --work DIR
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ class L2Vm(TestVm):
     def domain_xml(self) -> str:
         kernel, initrd = BUILD / "vmlinux", BUILD / "l2-initramfs.cpio.gz"
         if not kernel.exists() or not initrd.exists():
-            raise FileNotFoundError(f"{kernel} or {initrd} missing; run lab/tier_d/setup.sh first")
+            raise FileNotFoundError(f"{kernel} or {initrd} missing; run lab/sriov/setup.sh first")
         dom = ET.fromstring(
             domain_xml(self.name, kernel=kernel, initrd=initrd, console_log=self.console_log, root_ports=4)
         )
@@ -200,7 +200,7 @@ POOL = "igb"
 
 def service_config(*, pf: str, port: int, pki_dir: Path, detach_s: float) -> str:
     """`vfhotplug-host` config for L1: the production libvirt backend over the real igb PF."""
-    return f"""# vfhotplug-host in tier D's L1 (written by lab/tier_d/check.py)
+    return f"""# vfhotplug-host in tier D's L1 (written by lab/sriov/check.py)
 backend = "libvirt"
 hotplug_mode = "interface-hostdev"
 libvirt_uri = "{URI}"

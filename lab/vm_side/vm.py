@@ -20,7 +20,7 @@ from testbed.libvirt_vm import TestVm, domain_xml
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LAB_DIR = REPO / "build" / "lab"
 KERNEL = REPO / "build" / "libvirt" / "vmlinux"
 INITRD = LAB_DIR / "kernel" / "initramfs.cpio.gz"
@@ -84,6 +84,7 @@ def lab_domain_xml(spec: LabVmSpec) -> str:
     # interrupt remapping on ("timer doesn't work through Interrupt-remapped IO-APIC").
     one("os/cmdline").text = (
         f"console=ttyS0 quiet panic=-1 intel_iommu=on no_timer_check lab.repo={spec.repo} "
+        f"lab.init={spec.repo}/lab/vm_side/guest/init.sh "
         f"lab.svcmac={SERVICE_NIC_MAC} lab.agentport={AGENT_PORT}"
     )
     ET.SubElement(dom, "cpu", mode="maximum", check="none")

@@ -13,7 +13,7 @@ import pytest
 from contract.errors import PreconditionFailed
 from contract.pci import PciAddress
 from host_side.backends.base import VfRef, VfSettings, lease_alias
-from lab.lab import Lab
+from lab.vm_side.lab import Lab
 
 pytestmark = pytest.mark.lab
 

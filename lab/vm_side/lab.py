@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 from host_side.backends.libvirt_errors import route_libvirt_errors_to_logging
 from host_side.backends.libvirt_hotplug import LibvirtHotplug
-from lab.agent_client import GuestAgent
-from lab.vm import LAB_DIR, LabVm, LabVmSpec, PrivateLibvirtd
+from lab.vm_side.agent_client import GuestAgent
+from lab.vm_side.vm import LAB_DIR, LabVm, LabVmSpec, PrivateLibvirtd
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

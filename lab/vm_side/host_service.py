@@ -24,7 +24,7 @@ from contract.host_api import HostCallError
 from host_side import pki
 from host_side.api.client import HostClient
 from host_side.api.wire import LeaseInfo
-from lab.vm import SERVICE_IP
+from lab.vm_side.vm import SERVICE_IP
 from testbed.sysfs_tree import make_pf
 from testbed.waiting import free_port
 
