@@ -6,8 +6,9 @@ import re
 import signal
 import time
 
+from lab.host_service import GuestCredentials
 from lab.vm_side.agent_client import GuestAgent, GuestError
-from lab.vm_side.host_service import POOL, GuestCredentials
+from lab.vm_side.emulated_host import POOL
 from lab.vm_side.vm import SERVICE_IP, SERVICE_PORT
 
 CONFIG_PATH = "/run/vfhotplug/nri.toml"

@@ -10,7 +10,7 @@ from typing import Any
 
 from host_side.api.wire import LeaseInfo
 from lab.vm_side.dpdk_app import APP_CAPABILITIES, APP_MOUNTS
-from lab.vm_side.host_service import LabHostService
+from lab.vm_side.emulated_host import LabHostService
 from lab.vm_side.lab import Lab
 
 ANNOTATION = "vfhotplug.io/vfs"

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from lab.vm_side.host_service import LabHostService
+from lab.vm_side.emulated_host import LabHostService
 from lab.vm_side.lab import DOMAIN, Lab, Progress, no_progress
 from lab.vm_side.plugin import GuestPlugin
 from lab.vm_side.pods import LabPods
