@@ -1,4 +1,4 @@
-"""Per-phase latency of pod start and release with VFs, from the tier C lab (root, `make testbed-lab`).
+"""Per-phase latency of pod start and release with VFs, from the lab's VM side (root, `make testbed-lab`).
 
 Boots the whole stack once, starts and removes N kernel-mode pods with one VF each, and prints the median of
 every phase (host histograms, the plugin's prepare, containerd's RunPodSandbox / removal) and its share of

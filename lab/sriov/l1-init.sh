@@ -1,5 +1,5 @@
 #!/bin/bash
-# PID 1 of tier D's outer guest (L1), on this machine's root shared read-only over 9p with a tmpfs overlay.
+# PID 1 of the SR-IOV lab's outer guest (L1), on this machine's root shared read-only over 9p with a tmpfs overlay.
 # Plays the physical host: creates igbvf VFs on the emulated igb PF, starts this machine's libvirtd 9.0, runs
 # the check (lab.sriov.check, with the project's virtualenv) and powers off. Everything it reports goes to
 # the read-write 9p share "labout": l1.log (this script's output) and result.json.

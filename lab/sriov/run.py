@@ -1,4 +1,4 @@
-"""Tier D launcher, run on this machine: one outer guest (L1) under trixie's QEMU 10, TCG.
+"""The SR-IOV lab's launcher, run on this machine: one outer guest (L1) under trixie's QEMU 10, TCG.
 
 L1 gets an emulated `igb` SR-IOV PF behind a pcie-root-port with an emulated VT-d, a spare non-SR-IOV NIC
 (the target of the "not a VF" error case), this machine's root over read-only 9p, and a read-write 9p
@@ -214,13 +214,13 @@ def main() -> None:
     try:
         outcome = run_nested(args.out, args.timeout)
     except LabError as e:
-        sys.exit(f"tier D: {e}")
-    print(f"tier D: L1 ran {outcome.wall_s:.1f} s; results in {outcome.out}")
+        sys.exit(f"sriov lab: {e}")
+    print(f"sriov lab: L1 ran {outcome.wall_s:.1f} s; results in {outcome.out}")
     if outcome.result is None:
-        sys.exit(f"tier D: the check wrote no result.json; see {outcome.out}/l1.log")
+        sys.exit(f"sriov lab: the check wrote no result.json; see {outcome.out}/l1.log")
     steps = outcome.result.get("steps", {})
     failed = [name for name, step in steps.items() if not step.get("ok")]
-    print(f"tier D: {len(steps)} steps in {outcome.result.get('total_s')} s, failed: {failed or 'none'}")
+    print(f"sriov lab: {len(steps)} steps in {outcome.result.get('total_s')} s, failed: {failed or 'none'}")
     sys.exit(1 if failed else 0)
 
 

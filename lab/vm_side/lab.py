@@ -1,4 +1,4 @@
-"""The tier C lab as one object: private libvirtd, root export, guest, agent, containerd in the guest.
+"""The lab's VM side as one object: private libvirtd, root export, guest, agent, containerd in the guest.
 
     with Lab() as lab:          # boots; lab.phases holds the seconds each start-up phase took
         lab.agent.call("pci")

@@ -22,7 +22,7 @@ _READY_RE = re.compile(r"pod (\S+) \([^)]*\): ready with \d+ VFs in (\d+) ms")
 
 def plugin_config(*, nri_socket: str, creds: GuestCredentials, state_dir: str = "/var/lib/vfhotplug") -> str:
     """The plugin's TOML for the lab: the host service through the guestfwd address, the lab pool."""
-    return f"""# vfhotplug-nri config of the tier C lab (written by lab/plugin.py)
+    return f"""# vfhotplug-nri config of the lab's VM side (written by lab.vm_side.plugin)
 log_level = "INFO"
 
 [nri]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tier C lab set-up (`make testbed-lab`): the libvirt/QEMU packages and the guest kernel of the tier C test
+# Set-up of the lab's VM side (`make testbed-lab`): the libvirt/QEMU packages and the guest kernel of the libvirt test
 # bed, the containerd test bed, and under build/lab/kernel the lab's own guest pieces: an initramfs that
 # mounts this machine's root read-only over 9p under a tmpfs overlay, and the few kernel modules the guest
 # loads after the switch (NICs, vfio-pci, veth, virtio console). Safe to run again; it redoes only what

@@ -1,4 +1,4 @@
-"""The whole tier C stack: vfhotplug-host on this machine, the lab guest, containerd and vfhotplug-nri in it.
+"""The whole stack of the lab's VM side: vfhotplug-host on this machine, the lab guest, containerd and vfhotplug-nri in it.
 
 with LabStack() as stack:
     view = stack.pods.run("p1", demand(2, "kernel"))

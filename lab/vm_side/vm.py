@@ -1,6 +1,6 @@
 """The lab guest on the host side: its domain XML (pure), the private libvirtd, the root export, the VM.
 
-The guest is the tier C test guest grown up: q35 under TCG with 2 vCPUs, an emulated Intel IOMMU (real
+The guest is the libvirt test bed's guest grown up: q35 under TCG with 2 vCPUs, an emulated Intel IOMMU (real
 IOMMU groups, so vfio-pci works), spare pcie-root-ports for hot-plug, this machine's root over 9p, a
 virtio-serial port for the lab agent and a QEMU user-network NIC whose only reachable address is the
 guestfwd to the host service. Every fixed device sits on pcie.0 at an explicit slot so that all root ports

@@ -1,4 +1,4 @@
-"""Tier C lab fixtures. Each test module boots its own guest (20-40 s on 2 busy cores): the plain guest for
+"""Fixtures of the lab's VM side. Each test module boots its own guest (20-40 s on 2 busy cores): the plain guest for
 the adapter-level tests, the full stack (host service + vfhotplug-nri) for the pod tests, so the service's
 reconcile never meets devices the adapter tests plug by hand."""
 

@@ -1,4 +1,4 @@
-"""Tier D of the lab: the host side on real SR-IOV VFs (issue 7).
+"""The lab's SR-IOV level: the host side on real SR-IOV VFs (issue 7).
 
 One nested run (lab.sriov.run) boots an outer QEMU 10 guest with an emulated igb PF that plays the
 physical host; inside it lab.sriov.check drives the project's adapters against real igbvf VFs, this
@@ -25,7 +25,7 @@ VF_IDS = "8086:10ca"
 @pytest.fixture(scope="module")
 def run() -> dict[str, Any]:
     if os.geteuid() != 0:
-        pytest.skip("tier D needs root (bind mounts, chroot, QEMU)")
+        pytest.skip("the SR-IOV lab needs root (bind mounts, chroot, QEMU)")
     setup = subprocess.run(
         ["bash", str(REPO / "lab/sriov/setup.sh")], capture_output=True, text=True, check=False
     )
@@ -34,7 +34,7 @@ def run() -> dict[str, Any]:
     try:
         outcome = run_nested(BUILD / "run")
     except LabError as e:
-        pytest.fail(f"tier D run: {e}")
+        pytest.fail(f"SR-IOV lab run: {e}")
     if outcome.result is None:
         log = outcome.out / "l1.log"
         tail = (

@@ -1,4 +1,4 @@
-"""Tier C, the whole flow: vfhotplug-host (emulated-nic backend, gRPC + mTLS over the guestfwd channel) on
+"""The lab's VM side, the whole flow: vfhotplug-host (emulated-nic backend, gRPC + mTLS over the guestfwd channel) on
 this machine and vfhotplug-nri with containerd in the lab guest. Oracles: the container (CRI exec), the
 guest's sysfs (lab agent) and the host's lease table (admin socket)."""
 
