@@ -4,26 +4,17 @@ reconcile never meets devices the adapter tests plug by hand."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from lab.vm_side.lab import Lab
 from lab.vm_side.stack import LabStack
-from tests.conftest import REPO
+from tests.lab.level_setup import set_up_level
 
 
 def _setup() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root (libvirtd, mount namespaces, QEMU)")
-    # Idempotent and quick once done; makes a bare `pytest -m lab` work without `make testbed-lab`.
-    done = subprocess.run(
-        ["bash", str(REPO / "lab/vm_side/setup.sh")], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        pytest.fail(f"lab/vm_side/setup.sh failed:\n{done.stdout}{done.stderr}")
+    set_up_level("lab/vm_side/setup.sh", "libvirtd, mount namespaces, QEMU")
 
 
 @pytest.fixture(scope="module")

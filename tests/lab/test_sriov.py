@@ -9,13 +9,12 @@ sysfs driver, libvirt's live XML and the inner guest's own PCI-ADD/PCI-DEL lines
 
 from __future__ import annotations
 
-import os
-import subprocess
 from typing import Any
 
 import pytest
 
-from lab.sriov.run import BUILD, REPO, LabError, run_nested
+from lab.sriov.run import BUILD, LabError, run_nested
+from tests.lab.level_setup import set_up_level
 
 pytestmark = pytest.mark.lab
 
@@ -24,13 +23,7 @@ VF_IDS = "8086:10ca"
 
 @pytest.fixture(scope="module")
 def run() -> dict[str, Any]:
-    if os.geteuid() != 0:
-        pytest.skip("the SR-IOV lab needs root (bind mounts, chroot, QEMU)")
-    setup = subprocess.run(
-        ["bash", str(REPO / "lab/sriov/setup.sh")], capture_output=True, text=True, check=False
-    )
-    if setup.returncode != 0:
-        pytest.fail(f"lab/sriov/setup.sh failed:\n{setup.stdout}{setup.stderr}")
+    set_up_level("lab/sriov/setup.sh", "bind mounts, chroot, QEMU")
     try:
         outcome = run_nested(BUILD / "run")
     except LabError as e:
