@@ -50,8 +50,9 @@ class L0Plan:
 
 
 def _inside(path: Path) -> str:
-    """`path` of this machine as the chroot sees it through the root bind mount."""
-    return f"{_L1ROOT}{path}"
+    """`path` of this machine as the chroot sees it through the root bind mount. Resolved first: an
+    absolute symlink on the way (a build folder linked from elsewhere) would point outside the mount."""
+    return f"{_L1ROOT}{path.resolve()}"
 
 
 def qemu_command(plan: L0Plan) -> list[str]:
