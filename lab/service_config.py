@@ -32,6 +32,7 @@ class ServiceConfig:
     hotplug_mode: str | None = None
     metrics_port: int | None = None
     sync_grace_s: float | None = None
+    reconcile_interval_s: float | None = None
 
 
 def _value(value: Value) -> str:
@@ -64,7 +65,12 @@ def service_toml(cfg: ServiceConfig) -> str:
         "key": "pki/host.key",
         "admin_socket": "run/admin.sock",
     }
-    timeouts = {"attach_s": cfg.attach_s, "detach_s": cfg.detach_s, "sync_grace_s": cfg.sync_grace_s}
+    timeouts = {
+        "attach_s": cfg.attach_s,
+        "detach_s": cfg.detach_s,
+        "sync_grace_s": cfg.sync_grace_s,
+        "reconcile_interval_s": cfg.reconcile_interval_s,
+    }
     pool = {"pfs": list(cfg.pfs), "vfs": None if cfg.vf_range is None else [cfg.vf_range]}
     vm: dict[str, Value] = {"domain": cfg.domain, "quota": cfg.quota, "pools": [cfg.pool]}
     tables: list[tuple[str, Mapping[str, Value | None]]] = [

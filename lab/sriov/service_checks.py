@@ -40,6 +40,10 @@ def l1_service_config(*, pf: str, port: int) -> ServiceConfig:
         quota=2,
         attach_s=LIBVIRT_TIMEOUT_S,
         detach_s=LIBVIRT_TIMEOUT_S,
+        # The adapter steps plug VFs into the same inner guest by hand, under lease-style aliases the
+        # service has no lease for: its periodic reconcile (60 s by default) would unplug them mid-step
+        # (seen: ua-vfhp-labd-ifhd0 taken out 7 s after its attach). Once, at start, is all it needs here.
+        reconcile_interval_s=3600.0,
     )
 
 

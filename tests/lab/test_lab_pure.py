@@ -92,6 +92,7 @@ def test_sriov_service_config_is_accepted_by_the_real_parser(tmp_path: Path) -> 
     cfg = host_config_mod.parse(text, tmp_path / "host.toml")
     assert (cfg.backend, cfg.hotplug_mode, cfg.metrics_address) == ("libvirt", "interface-hostdev", None)
     assert cfg.pools["igb"].pfs == ("enp1s0",) and cfg.pools["igb"].vf_indexes is None
+    assert cfg.timeouts.reconcile_interval_s == 3600, "no periodic reconcile under the hand-plugged VFs"
     assert [(vm.identity, vm.domain, vm.quota) for vm in cfg.vms.values()] == [("labd-l2", "labd-l2", 2)]
 
 
