@@ -28,24 +28,26 @@ testbed-oci: $(VENV)
 
 testbeds: testbed-containerd testbed-libvirt testbed-dpdk testbed-oci
 
-# The lab (tier C): a q35 TCG guest booting this machine's root over 9p, with containerd and vfhotplug-nri
-# inside and vfhotplug-host on this machine hot-plugging emulated NICs into it.
+# The lab's VM side for real (lab/vm_side, was "tier C"): a q35 TCG guest booting this machine's root over
+# 9p, with containerd and vfhotplug-nri inside and vfhotplug-host on this machine hot-plugging emulated NICs
+# into it.
 testbed-lab: $(VENV)
-	bash lab/setup.sh
+	bash lab/vm_side/setup.sh
 
 demo: $(VENV) testbed-lab
 	$(PY) -m lab.demo
 
-# Tier D of the lab: QEMU 10 (trixie chroot) with an igb SR-IOV PF plays the physical host; inside it
-# libvirtd 9.0 and vfhotplug-host hot-plug real igbvf VFs into an inner guest (~4 min, 3 GB RAM).
+# The lab on real SR-IOV VFs (lab/sriov, was "tier D"): QEMU 10 (trixie chroot) with an igb SR-IOV PF plays
+# the physical host; inside it libvirtd 9.0 and vfhotplug-host hot-plug real igbvf VFs into an inner guest
+# (~4 min, 3 GB RAM).
 testbed-lab-d: $(VENV)
-	bash lab/tier_d/setup.sh
+	bash lab/sriov/setup.sh
 
 lab: $(VENV) testbed-lab testbed-lab-d
 	$(PY) -m pytest -q -m lab tests/lab
 
 lab-d: $(VENV) testbed-lab-d
-	$(PY) -m pytest -q -m lab tests/lab/test_tier_d.py
+	$(PY) -m pytest -q -m lab tests/lab/test_sriov.py
 
 test: $(VENV) testbeds
 	$(PY) -m pytest -q -m "not lab"

@@ -1,4 +1,4 @@
-"""`make demo`: the whole vfhotplug flow in the tier C lab, narrated.
+"""`make demo`: the whole vfhotplug flow on the lab's VM side, narrated.
 
 Boots the lab guest, starts the host service (emulated-nic backend) and vfhotplug-nri in the guest, creates
 a kernel-mode pod with 2 VFs and a dpdk-mode pod with 1, shows what each pod sees, lets a DPDK app in the
@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from host_side.backends.base import lease_alias
-from lab.dpdk_app import HostPacketDump, frames_from, sent_by_testpmd, txonly_argv
-from lab.pods import PodView, demand
-from lab.report import lease_table, pod_report, release_phases, start_phases, table
-from lab.stack import LabStack
+from lab.vm_side.dpdk_app import HostPacketDump, frames_from, sent_by_testpmd, txonly_argv
+from lab.vm_side.pods import PodView, demand
+from lab.vm_side.report import lease_table, pod_report, release_phases, start_phases, table
+from lab.vm_side.stack import LabStack
 
 T = TypeVar("T")
 
@@ -86,7 +86,7 @@ def remove_pod(stack: LabStack, say: Narrator, view: PodView) -> None:
 
 def run() -> int:
     say = Narrator()
-    say.say("vfhotplug demo, tier C lab: this machine is the host, a q35 TCG guest is the VM")
+    say.say("vfhotplug demo, the VM side for real: this machine is the host, a q35 TCG guest is the VM")
     stack = LabStack(progress=lambda what: say.say(what + " ..."))
     with stack:
         say.say("up: " + ", ".join(f"{k} {v:.2f} s" for k, v in stack.phases.items()))

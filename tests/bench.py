@@ -25,8 +25,8 @@ SECTIONS = (
     ("Host service: libvirt phases with real libvirtd (emulated NIC)", "tests.bench_libvirt"),
     ("User-space data path: VPP programming, DPDK health poll, memif rate", "tests.bench_datapath"),
     ("OCI hooks: container start through runc and podman, with and without hooks", "tests.bench_oci"),
-    ("The lab (tier C): per-phase latency of pod start and release in a TCG guest", "tests.bench_lab"),
-    ("The lab (tier D): set-up and one nested run on real igbvf VFs (~4 min)", "tests.bench_lab_d"),
+    ("The lab's VM side: per-phase latency of pod start and release in a TCG guest", "tests.bench_lab"),
+    ("The lab's SR-IOV level: set-up and one nested run on real igbvf VFs (~4 min)", "tests.bench_lab_d"),
 )
 
 

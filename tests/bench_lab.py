@@ -1,4 +1,4 @@
-"""Per-phase latency of pod start and release with VFs, from the tier C lab (root, `make testbed-lab`).
+"""Per-phase latency of pod start and release with VFs, from the lab's VM side (root, `make testbed-lab`).
 
 Boots the whole stack once, starts and removes N kernel-mode pods with one VF each, and prints the median of
 every phase (host histograms, the plugin's prepare, containerd's RunPodSandbox / removal) and its share of
@@ -11,9 +11,9 @@ import statistics
 import sys
 from collections import defaultdict
 
-from lab.pods import demand
-from lab.report import RELEASE_WHOLE, START_WHOLE, release_phases, start_phases, table
-from lab.stack import LabStack
+from lab.vm_side.pods import demand
+from lab.vm_side.report import RELEASE_WHOLE, START_WHOLE, release_phases, start_phases, table
+from lab.vm_side.stack import LabStack
 
 
 def run(pods: int) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, float]]:

@@ -1,27 +1,20 @@
-"""Tier C lab fixtures. Each test module boots its own guest (20-40 s on 2 busy cores): the plain guest for
+"""Fixtures of the lab's VM side. Each test module boots its own guest (20-40 s on 2 busy cores): the plain guest for
 the adapter-level tests, the full stack (host service + vfhotplug-nri) for the pod tests, so the service's
 reconcile never meets devices the adapter tests plug by hand."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
-from lab.lab import Lab
-from lab.stack import LabStack
-from tests.conftest import REPO
+from lab.vm_side.lab import Lab
+from lab.vm_side.stack import LabStack
+from tests.lab.level_setup import set_up_level
 
 
 def _setup() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root (libvirtd, mount namespaces, QEMU)")
-    # Idempotent and quick once done; makes a bare `pytest -m lab` work without `make testbed-lab`.
-    done = subprocess.run(["bash", str(REPO / "lab/setup.sh")], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.fail(f"lab/setup.sh failed:\n{done.stdout}{done.stderr}")
+    set_up_level("lab/vm_side/setup.sh", "libvirtd, mount namespaces, QEMU")
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,16 @@ import pytest
 
 from host_side import config as host_config_mod
 from host_side.backends.libvirt_xml import free_root_port, root_ports
-from lab import wire
-from lab.dpdk_app import frames_from, sent_by_testpmd
-from lab.host_service import GuestCredentials, host_config
-from lab.plugin import plugin_config
-from lab.pods import demand, parse_look
-from lab.report import delta_ms, start_phases
-from lab.vm import QEMU_NS, SERVICE_IP, LabVmSpec, lab_domain_xml
+from lab.host_service import GuestCredentials
+from lab.service_config import service_toml
+from lab.sriov.service_checks import l1_service_config
+from lab.vm_side import wire
+from lab.vm_side.dpdk_app import frames_from, sent_by_testpmd
+from lab.vm_side.emulated_host import service_config
+from lab.vm_side.plugin import plugin_config
+from lab.vm_side.pods import demand, parse_look
+from lab.vm_side.report import delta_ms, start_phases
+from lab.vm_side.vm import QEMU_NS, SERVICE_IP, LabVmSpec, lab_domain_xml
 from vm_side.config import parse as parse_plugin_config
 from vm_side.demand import DemandDefaults, parse_demand
 
@@ -66,13 +69,10 @@ def test_domain_passes_libvirts_schema(tmp_path: Path) -> None:
 
 
 def test_configs_are_accepted_by_the_real_parsers(tmp_path: Path) -> None:
-    text = host_config(
-        domain="vfhp-lab-c",
-        uri="qemu+unix:///system?socket=/x",
-        port=4000,
-        metrics_port=4001,
-        pki_dir=tmp_path,
-        vfs=8,
+    text = service_toml(
+        service_config(
+            domain="vfhp-lab-c", uri="qemu+unix:///system?socket=/x", port=4000, metrics_port=4001, vfs=8
+        )
     )
     cfg = host_config_mod.parse(text, tmp_path / "host.toml")
     assert cfg.backend == "emulated-nic"
@@ -83,6 +83,17 @@ def test_configs_are_accepted_by_the_real_parsers(tmp_path: Path) -> None:
     )
     assert plugin.host.target.startswith(SERVICE_IP)
     assert plugin.lifecycle.defaults.pool in cfg.pools
+    assert cfg.listen.ca == tmp_path / "pki/ca.pem", "PKI paths are the config folder's"
+    assert cfg.pools["lab"].vf_indexes == frozenset(range(8))
+
+
+def test_sriov_service_config_is_accepted_by_the_real_parser(tmp_path: Path) -> None:
+    text = service_toml(l1_service_config(pf="enp1s0", port=4000))
+    cfg = host_config_mod.parse(text, tmp_path / "host.toml")
+    assert (cfg.backend, cfg.hotplug_mode, cfg.metrics_address) == ("libvirt", "interface-hostdev", None)
+    assert cfg.pools["igb"].pfs == ("enp1s0",) and cfg.pools["igb"].vf_indexes is None
+    assert cfg.timeouts.reconcile_interval_s == 3600, "no periodic reconcile under the hand-plugged VFs"
+    assert [(vm.identity, vm.domain, vm.quota) for vm in cfg.vms.values()] == [("labd-l2", "labd-l2", 2)]
 
 
 def test_demand_annotation_parses_as_the_plugin_reads_it() -> None:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from host_side.api.wire import LeaseInfo
-from lab.dpdk_app import APP_CAPABILITIES, APP_MOUNTS
-from lab.host_service import LabHostService
-from lab.lab import Lab
+from lab.vm_side.dpdk_app import APP_CAPABILITIES, APP_MOUNTS
+from lab.vm_side.emulated_host import LabHostService
+from lab.vm_side.lab import Lab
 
 ANNOTATION = "vfhotplug.io/vfs"
 # Prints "name mac" per interface, then "vfio <entry>" per /dev/vfio node: one exec, two views.
@@ -59,7 +59,7 @@ class LabPods:
     def run(self, name: str, annotation: str, *, dpdk_app: bool = False, timeout_s: float = 120.0) -> PodView:
         """Creates the pod (own netns) with a busybox container and looks at it from all sides.
 
-        With `dpdk_app` the container can also run the DPDK app of lab.dpdk_app."""
+        With `dpdk_app` the container can also run the DPDK app of lab.vm_side.dpdk_app."""
         pod = self.lab.agent.call(
             "pod_run",
             timeout_s=timeout_s + 10,

@@ -6,7 +6,7 @@ libvirt-native, needs no guest network, answers in well under a millisecond and 
 reconnecting; the serial console alone would give only markers, not replies. The agent is an oracle
 independent of the code under test: it reads sysfs and talks CRI itself.
 
-Usage (from the lab's init): python -m lab.agent --port-name NAME
+Usage (from the lab's init): python -m lab.vm_side.agent --port-name NAME
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lab import wire
+from lab.vm_side import wire
 
-log = logging.getLogger("lab.agent")
+log = logging.getLogger("lab.vm_side.agent")
 
 READY = "LAB-AGENT-READY"
 

@@ -1,4 +1,4 @@
-"""Tier C, the whole flow: vfhotplug-host (emulated-nic backend, gRPC + mTLS over the guestfwd channel) on
+"""The lab's VM side, the whole flow: vfhotplug-host (emulated-nic backend, gRPC + mTLS over the guestfwd channel) on
 this machine and vfhotplug-nri with containerd in the lab guest. Oracles: the container (CRI exec), the
 guest's sysfs (lab agent) and the host's lease table (admin socket)."""
 
@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from host_side.backends.base import lease_alias
-from lab.agent_client import GuestError
-from lab.dpdk_app import HostPacketDump, frames_from, sent_by_testpmd, txonly_argv
-from lab.pods import PodView, demand
-from lab.stack import LabStack
+from lab.vm_side.agent_client import GuestError
+from lab.vm_side.dpdk_app import HostPacketDump, frames_from, sent_by_testpmd, txonly_argv
+from lab.vm_side.pods import PodView, demand
+from lab.vm_side.stack import LabStack
 
 pytestmark = pytest.mark.lab
 

@@ -1,7 +1,7 @@
-"""Tier D of the lab: the host side on real SR-IOV VFs (issue 7).
+"""The lab's SR-IOV level: the host side on real SR-IOV VFs (issue 7).
 
-One nested run (lab.tier_d.run) boots an outer QEMU 10 guest with an emulated igb PF that plays the
-physical host; inside it lab.tier_d.check drives the project's adapters against real igbvf VFs, this
+One nested run (lab.sriov.run) boots an outer QEMU 10 guest with an emulated igb PF that plays the
+physical host; inside it lab.sriov.check drives the project's adapters against real igbvf VFs, this
 machine's libvirtd 9.0 and an inner guest, and records what it saw. These tests assert on that record,
 comparing what our code set with what independent oracles report: `ip -j -d link show` on the PF, the VF's
 sysfs driver, libvirt's live XML and the inner guest's own PCI-ADD/PCI-DEL lines.
@@ -9,13 +9,12 @@ sysfs driver, libvirt's live XML and the inner guest's own PCI-ADD/PCI-DEL lines
 
 from __future__ import annotations
 
-import os
-import subprocess
 from typing import Any
 
 import pytest
 
-from lab.tier_d.run import BUILD, REPO, LabError, run_nested
+from lab.sriov.run import BUILD, LabError, run_nested
+from tests.lab.level_setup import set_up_level
 
 pytestmark = pytest.mark.lab
 
@@ -24,17 +23,11 @@ VF_IDS = "8086:10ca"
 
 @pytest.fixture(scope="module")
 def run() -> dict[str, Any]:
-    if os.geteuid() != 0:
-        pytest.skip("tier D needs root (bind mounts, chroot, QEMU)")
-    setup = subprocess.run(
-        ["bash", str(REPO / "lab/tier_d/setup.sh")], capture_output=True, text=True, check=False
-    )
-    if setup.returncode != 0:
-        pytest.fail(f"lab/tier_d/setup.sh failed:\n{setup.stdout}{setup.stderr}")
+    set_up_level("lab/sriov/setup.sh", "bind mounts, chroot, QEMU")
     try:
         outcome = run_nested(BUILD / "run")
     except LabError as e:
-        pytest.fail(f"tier D run: {e}")
+        pytest.fail(f"SR-IOV lab run: {e}")
     if outcome.result is None:
         log = outcome.out / "l1.log"
         tail = (

@@ -1,6 +1,6 @@
 """The lab guest on the host side: its domain XML (pure), the private libvirtd, the root export, the VM.
 
-The guest is the tier C test guest grown up: q35 under TCG with 2 vCPUs, an emulated Intel IOMMU (real
+The guest is the libvirt test bed's guest grown up: q35 under TCG with 2 vCPUs, an emulated Intel IOMMU (real
 IOMMU groups, so vfio-pci works), spare pcie-root-ports for hot-plug, this machine's root over 9p, a
 virtio-serial port for the lab agent and a QEMU user-network NIC whose only reachable address is the
 guestfwd to the host service. Every fixed device sits on pcie.0 at an explicit slot so that all root ports
@@ -16,11 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed.libvirt_vm import TestVm, domain_xml
+from lab.domain import GuestBoot, element, guest_domain
+from testbed.libvirt_vm import TestVm
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LAB_DIR = REPO / "build" / "lab"
 KERNEL = REPO / "build" / "libvirt" / "vmlinux"
 INITRD = LAB_DIR / "kernel" / "initramfs.cpio.gz"
@@ -60,41 +61,36 @@ def _pcie0(parent: ET.Element, slot: int) -> None:
 
 
 def lab_domain_xml(spec: LabVmSpec) -> str:
-    """The lab domain: the tier C test domain (testbed.libvirt_vm.domain_xml) plus the lab's devices."""
+    """The lab domain: the lab's guest domain (lab.domain) plus the VM side's devices."""
     ET.register_namespace("qemu", QEMU_NS)
-    dom = ET.fromstring(
-        domain_xml(
+    # no_timer_check: on a busy host TCG can miss the kernel's IO-APIC timer test, which panics with
+    # interrupt remapping on ("timer doesn't work through Interrupt-remapped IO-APIC").
+    cmdline = (
+        f"console=ttyS0 quiet panic=-1 intel_iommu=on no_timer_check lab.repo={spec.repo} "
+        f"lab.init={spec.repo}/lab/vm_side/guest/init.sh "
+        f"lab.svcmac={SERVICE_NIC_MAC} lab.agentport={AGENT_PORT}"
+    )
+    dom = guest_domain(
+        GuestBoot(
             spec.name,
             kernel=spec.kernel,
             initrd=spec.initrd,
             console_log=spec.console_log,
+            cmdline=cmdline,
             root_ports=spec.root_ports,
+            memory_mib=spec.memory_mib,
+            vcpus=spec.vcpus,
         )
     )
-
-    def one(path: str) -> ET.Element:
-        elem = dom.find(path)
-        if elem is None:
-            raise ValueError(f"the tier C domain XML has no <{path}>")
-        return elem
-
-    one("memory").text = str(spec.memory_mib)
-    one("vcpu").text = str(spec.vcpus)
-    # no_timer_check: on a busy host TCG can miss the kernel's IO-APIC timer test, which panics with
-    # interrupt remapping on ("timer doesn't work through Interrupt-remapped IO-APIC").
-    one("os/cmdline").text = (
-        f"console=ttyS0 quiet panic=-1 intel_iommu=on no_timer_check lab.repo={spec.repo} "
-        f"lab.svcmac={SERVICE_NIC_MAC} lab.agentport={AGENT_PORT}"
-    )
     ET.SubElement(dom, "cpu", mode="maximum", check="none")
-    features = one("features")
+    features = element(dom, "features")
     # intremap needs the split irqchip, which libvirt selects with the QEMU ioapic.
     ET.SubElement(features, "ioapic", driver="qemu")
     tcg = ET.SubElement(features, "tcg")
     # A 256 MiB translation cache keeps QEMU near 800 MiB instead of ~1 GiB with the default.
     ET.SubElement(tcg, "tb-cache", unit="MiB").text = "256"
 
-    devices = one("devices")
+    devices = element(dom, "devices")
     iommu = ET.SubElement(devices, "iommu", model="intel")
     ET.SubElement(iommu, "driver", intremap="on")
     fs = ET.SubElement(devices, "filesystem", type="mount", accessmode="passthrough")
@@ -117,9 +113,9 @@ def lab_domain_xml(spec: LabVmSpec) -> str:
         f"-cmd:socat -t0.02 - {spec.service_target}"
     )
     device = f"virtio-net-pci,netdev=vfhpsvc,mac={SERVICE_NIC_MAC},bus=pcie.0,addr=0x{_SLOT_SVC:x}"
-    cmdline = ET.SubElement(dom, f"{{{QEMU_NS}}}commandline")
+    qemu_args = ET.SubElement(dom, f"{{{QEMU_NS}}}commandline")
     for arg in ("-netdev", netdev, "-device", device):
-        ET.SubElement(cmdline, f"{{{QEMU_NS}}}arg", value=arg)
+        ET.SubElement(qemu_args, f"{{{QEMU_NS}}}arg", value=arg)
     return ET.tostring(dom, encoding="unicode")
 
 

@@ -6,9 +6,10 @@ import re
 import signal
 import time
 
-from lab.agent_client import GuestAgent, GuestError
-from lab.host_service import POOL, GuestCredentials
-from lab.vm import SERVICE_IP, SERVICE_PORT
+from lab.host_service import GuestCredentials
+from lab.vm_side.agent_client import GuestAgent, GuestError
+from lab.vm_side.emulated_host import POOL
+from lab.vm_side.vm import SERVICE_IP, SERVICE_PORT
 
 CONFIG_PATH = "/run/vfhotplug/nri.toml"
 LOG_PATH = "/run/vfhotplug/nri.log"
@@ -21,7 +22,7 @@ _READY_RE = re.compile(r"pod (\S+) \([^)]*\): ready with \d+ VFs in (\d+) ms")
 
 def plugin_config(*, nri_socket: str, creds: GuestCredentials, state_dir: str = "/var/lib/vfhotplug") -> str:
     """The plugin's TOML for the lab: the host service through the guestfwd address, the lab pool."""
-    return f"""# vfhotplug-nri config of the tier C lab (written by lab/plugin.py)
+    return f"""# vfhotplug-nri config of the lab's VM side (written by lab.vm_side.plugin)
 log_level = "INFO"
 
 [nri]

@@ -1,7 +1,7 @@
 #!/bin/bash
-# PID 1 of tier D's outer guest (L1), on this machine's root shared read-only over 9p with a tmpfs overlay.
+# PID 1 of the SR-IOV lab's outer guest (L1), on this machine's root shared read-only over 9p with a tmpfs overlay.
 # Plays the physical host: creates igbvf VFs on the emulated igb PF, starts this machine's libvirtd 9.0, runs
-# the check (lab.tier_d.check, with the project's virtualenv) and powers off. Everything it reports goes to
+# the check (lab.sriov.check, with the project's virtualenv) and powers off. Everything it reports goes to
 # the read-write 9p share "labout": l1.log (this script's output) and result.json.
 set -u
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -66,6 +66,6 @@ done
 echo "l1: libvirtd answers at uptime $(cut -d' ' -f1 /proc/uptime) s"
 
 cd "$repo"
-"$repo/.venv/bin/python" -m lab.tier_d.check --pf "$pf" --result "$out/result.json" --work "$out/l2"
+"$repo/.venv/bin/python" -m lab.sriov.check --pf "$pf" --result "$out/result.json" --work "$out/l2"
 echo "l1: check exited with $?"
 cp /var/log/libvirt/qemu/labd-l2.log "$out/" 2>/dev/null

@@ -1,11 +1,11 @@
-"""Tier D launcher, run on this machine: one outer guest (L1) under trixie's QEMU 10, TCG.
+"""The SR-IOV lab's launcher, run on this machine: one outer guest (L1) under trixie's QEMU 10, TCG.
 
 L1 gets an emulated `igb` SR-IOV PF behind a pcie-root-port with an emulated VT-d, a spare non-SR-IOV NIC
 (the target of the "not a VF" error case), this machine's root over read-only 9p, and a read-write 9p
-share for its results. Its init (l1-init.sh) runs `lab.tier_d.check` and powers off; this module waits
-for that and returns what the check wrote. Built by lab/tier_d/setup.sh (shared notes "libvirt-qemu-lab" §6).
+share for its results. Its init (l1-init.sh) runs `lab.sriov.check` and powers off; this module waits
+for that and returns what the check wrote. Built by lab/sriov/setup.sh (shared notes "libvirt-qemu-lab" §6).
 
-Usage: python -m lab.tier_d.run [--out DIR] [--timeout S]
+Usage: python -m lab.sriov.run [--out DIR] [--timeout S]
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ class L0Plan:
 
 
 def _inside(path: Path) -> str:
-    """`path` of this machine as the chroot sees it through the root bind mount."""
-    return f"{_L1ROOT}{path}"
+    """`path` of this machine as the chroot sees it through the root bind mount. Resolved first: an
+    absolute symlink on the way (a build folder linked from elsewhere) would point outside the mount."""
+    return f"{_L1ROOT}{path.resolve()}"
 
 
 def qemu_command(plan: L0Plan) -> list[str]:
@@ -113,7 +114,7 @@ class Chroot:
 
     def __enter__(self) -> Chroot:
         if not (self.root / "usr/bin/qemu-system-x86_64").exists():
-            raise LabError(f"{self.root} has no QEMU 10; run lab/tier_d/setup.sh first")
+            raise LabError(f"{self.root} has no QEMU 10; run lab/sriov/setup.sh first")
         self._drop_stale()
         try:
             self._mount(["mount", "-t", "proc", "proc"], self.root / "proc")
@@ -167,15 +168,15 @@ def _boot_once(argv: list[str], out: Path, deadline: float) -> int | None:
 
 def run_nested(out: Path, timeout_s: float = 1500.0) -> RunOutcome:
     """Boots L1 (again if it stalls before its init), waits for it to power off, returns what
-    lab.tier_d.check wrote to `out`."""
+    lab.sriov.check wrote to `out`."""
     plan = L0Plan(
         vmlinux=BUILD / "vmlinux",
         initramfs=BUILD / "l1-initramfs.cpio.gz",
-        l1_init=REPO / "lab" / "tier_d" / "l1-init.sh",
+        l1_init=REPO / "lab" / "sriov" / "l1-init.sh",
     )
     for needed in (plan.vmlinux, plan.initramfs):
         if not needed.exists():
-            raise LabError(f"{needed} is missing; run lab/tier_d/setup.sh first")
+            raise LabError(f"{needed} is missing; run lab/sriov/setup.sh first")
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("result.json", "l1.log", "l1.console.log", "labd-l2.log"):
@@ -214,13 +215,13 @@ def main() -> None:
     try:
         outcome = run_nested(args.out, args.timeout)
     except LabError as e:
-        sys.exit(f"tier D: {e}")
-    print(f"tier D: L1 ran {outcome.wall_s:.1f} s; results in {outcome.out}")
+        sys.exit(f"sriov lab: {e}")
+    print(f"sriov lab: L1 ran {outcome.wall_s:.1f} s; results in {outcome.out}")
     if outcome.result is None:
-        sys.exit(f"tier D: the check wrote no result.json; see {outcome.out}/l1.log")
+        sys.exit(f"sriov lab: the check wrote no result.json; see {outcome.out}/l1.log")
     steps = outcome.result.get("steps", {})
     failed = [name for name, step in steps.items() if not step.get("ok")]
-    print(f"tier D: {len(steps)} steps in {outcome.result.get('total_s')} s, failed: {failed or 'none'}")
+    print(f"sriov lab: {len(steps)} steps in {outcome.result.get('total_s')} s, failed: {failed or 'none'}")
     sys.exit(1 if failed else 0)
 
 

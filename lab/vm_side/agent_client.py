@@ -11,7 +11,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from lab import wire
+from lab.vm_side import wire
 
 log = logging.getLogger(__name__)
 

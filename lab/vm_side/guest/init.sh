@@ -51,7 +51,7 @@ hostname lab-guest
 
 cd "$repo" || fail "cd $repo"
 # Not exec'd: bash as PID 1 reaps the orphans (containerd shims re-parent here) while the agent runs.
-.venv/bin/python -m lab.agent --port-name "$(arg lab.agentport)" </dev/null >/dev/console 2>&1
+.venv/bin/python -m lab.vm_side.agent --port-name "$(arg lab.agentport)" </dev/null >/dev/console 2>&1
 echo "LAB-AGENT-EXIT $?" >/dev/console
 echo o >/proc/sysrq-trigger
 sleep 10

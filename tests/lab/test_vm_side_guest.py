@@ -1,4 +1,4 @@
-"""Tier C with what exists below the pod flow: the lab guest runs containerd with an NRI plugin, and the
+"""The lab's VM side with what exists below the pod flow: the lab guest runs containerd with an NRI plugin, and the
 project's libvirt hot-plug adapter puts emulated e1000e NICs into it, which the guest binds to vfio-pci
 through its emulated IOMMU. The guest's own sysfs (read by the lab agent) is the oracle."""
 
@@ -13,7 +13,7 @@ import pytest
 from contract.errors import PreconditionFailed
 from contract.pci import PciAddress
 from host_side.backends.base import VfRef, VfSettings, lease_alias
-from lab.lab import Lab
+from lab.vm_side.lab import Lab
 
 pytestmark = pytest.mark.lab
 

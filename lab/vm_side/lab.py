@@ -1,4 +1,4 @@
-"""The tier C lab as one object: private libvirtd, root export, guest, agent, containerd in the guest.
+"""The lab's VM side as one object: private libvirtd, root export, guest, agent, containerd in the guest.
 
     with Lab() as lab:          # boots; lab.phases holds the seconds each start-up phase took
         lab.agent.call("pci")
@@ -14,26 +14,21 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 from host_side.backends.libvirt_errors import route_libvirt_errors_to_logging
 from host_side.backends.libvirt_hotplug import LibvirtHotplug
-from lab.agent_client import GuestAgent
-from lab.vm import LAB_DIR, LabVm, LabVmSpec, PrivateLibvirtd
+from lab.vm_side.agent_client import GuestAgent
+from lab.vm_side.phased import Phased, Progress, no_progress
+from lab.vm_side.vm import LAB_DIR, LabVm, LabVmSpec, PrivateLibvirtd
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Progress = Callable[[str], None]
 
 DOMAIN = "vfhp-lab-c"
 
 
-def no_progress(_: str) -> None:
-    pass
-
-
-class Lab:
+class Lab(Phased):
     """Boots the lab guest on `__enter__` (or `up()`), tears it down on `__exit__` (or `down()`)."""
 
     def __init__(
@@ -45,6 +40,7 @@ class Lab:
         nri_request_timeout: str = "30s",
         progress: Progress = no_progress,
     ) -> None:
+        super().__init__(progress)
         self.folder = folder.resolve()
         self.libvirtd = PrivateLibvirtd(self.folder / "libvirt")
         run = self.folder / "run"
@@ -57,8 +53,6 @@ class Lab:
             root_ports=root_ports,
         )
         self._nri_request_timeout = nri_request_timeout
-        self._progress = progress
-        self.phases: dict[str, float] = {}
         self.vm: LabVm | None = None
         self._agent: GuestAgent | None = None
         self._hotplug: LibvirtHotplug | None = None
@@ -84,14 +78,6 @@ class Lab:
         if self._hotplug is None:
             self._hotplug = LibvirtHotplug(self.uri, mode="emulated-nic")
         return self._hotplug
-
-    def _phase(self, name: str, what: str, fn: Callable[[], T]) -> T:
-        self._progress(what)
-        t0 = time.monotonic()
-        result = fn()
-        self.phases[name] = time.monotonic() - t0
-        log.info("lab: %s took %.2f s", name, self.phases[name])
-        return result
 
     def up(self) -> None:
         route_libvirt_errors_to_logging()
@@ -126,19 +112,6 @@ class Lab:
             self.vm.destroy()
             self.vm = None
         self.libvirtd.stop()
-
-    def __enter__(self) -> Lab:
-        try:
-            self.up()
-        except BaseException:
-            self.down()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.down()
 
     def guest_pci(self) -> dict[str, dict[str, Any]]:
         """The guest's PCI devices by address (the agent reads the guest's sysfs)."""

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Init of tier D's outer guest (L1) initramfs: mounts this machine's root, exported read-only over 9p as
+# Init of the SR-IOV lab's outer guest (L1) initramfs: mounts this machine's root, exported read-only over 9p as
 # "l1root", under a tmpfs overlay (so L1 can write anywhere and nothing reaches the host), then hands over
 # to the script named by `labd.init=` on the kernel command line (a path on that root).
 export PATH=/bin

@@ -1,4 +1,4 @@
-"""The whole tier C stack: vfhotplug-host on this machine, the lab guest, containerd and vfhotplug-nri in it.
+"""The whole stack of the lab's VM side: vfhotplug-host on this machine, the lab guest, containerd and vfhotplug-nri in it.
 
 with LabStack() as stack:
     view = stack.pods.run("p1", demand(2, "kernel"))
@@ -6,25 +6,21 @@ with LabStack() as stack:
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
-from lab.host_service import LabHostService
-from lab.lab import DOMAIN, Lab, Progress, no_progress
-from lab.plugin import GuestPlugin
-from lab.pods import LabPods
-from lab.vm import LAB_DIR, PrivateLibvirtd
-
-T = TypeVar("T")
+from lab.vm_side.emulated_host import LabHostService
+from lab.vm_side.lab import DOMAIN, Lab
+from lab.vm_side.phased import Phased, Progress, no_progress
+from lab.vm_side.plugin import GuestPlugin
+from lab.vm_side.pods import LabPods
+from lab.vm_side.vm import LAB_DIR, PrivateLibvirtd
 
 
-class LabStack:
+class LabStack(Phased):
     def __init__(self, folder: Path = LAB_DIR, *, vfs: int = 8, progress: Progress = no_progress) -> None:
+        super().__init__(progress)
         self.vfs = vfs
-        self._progress = progress
         self.service = LabHostService(
             folder / "host", domain=DOMAIN, uri=PrivateLibvirtd(folder / "libvirt").uri, vfs=vfs
         )
@@ -32,7 +28,6 @@ class LabStack:
         self.lab = Lab(folder, service_target=self.service.target, progress=progress)
         self._plugin: GuestPlugin | None = None
         self.baseline: dict[str, dict[str, Any]] = {}  # the guest's PCI devices before any pod
-        self.phases: dict[str, float] = {}
 
     @property
     def plugin(self) -> GuestPlugin:
@@ -43,13 +38,6 @@ class LabStack:
     @property
     def pods(self) -> LabPods:
         return LabPods(self.lab, self.service)
-
-    def _phase(self, name: str, what: str, fn: Callable[[], T]) -> T:
-        self._progress(what)
-        t0 = time.monotonic()
-        result = fn()
-        self.phases[name] = time.monotonic() - t0
-        return result
 
     def up(self) -> None:
         creds = self._phase(
@@ -72,16 +60,3 @@ class LabStack:
             self.service.stop()
         finally:
             self.lab.down()
-
-    def __enter__(self) -> LabStack:
-        try:
-            self.up()
-        except BaseException:
-            self.down()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.down()

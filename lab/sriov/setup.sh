@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Tier D set-up: everything under build/lab-d for one nested run (shared notes "libvirt-qemu-lab" §5, §6).
+# Set-up of the lab's SR-IOV level (`make testbed-lab-d`): everything under build/lab-d for one nested run (shared notes "libvirt-qemu-lab" §5, §6).
 #   trixie/                 Debian trixie chroot with QEMU 10, whose `igb` is an SR-IOV PF (needs glibc 2.38,
 #                           so it cannot run on bookworm directly)
 #   vmlinux, kroot/         the Debian kernel as a PVH ELF and its module tree (L1 and L2 load modules from it)
 #   l1-initramfs.cpio.gz    outer guest: mounts this machine's root read-only over 9p + tmpfs overlay
-#   l2-initramfs.cpio.gz    inner guest: the tier C busybox guest with igbvf, reporting PCI add/remove
+#   l2-initramfs.cpio.gz    inner guest: the libvirt test bed's busybox guest with igbvf, reporting PCI add/remove
 # The outer guest runs this machine's own libvirtd 9.0 + QEMU 7.2 and the project's virtualenv, so those are
 # installed here too (no daemon is started on this machine). Safe to run again; it redoes only what is missing.
 set -euo pipefail
@@ -40,13 +40,13 @@ if [ ! -s "$OUT/vmlinux" ] || [ ! -s "$OUT/kver" ]; then
 fi
 kver=$(cat "$OUT/kver")
 
-if [ ! -s "$OUT/l1-initramfs.cpio.gz" ] || [ lab/tier_d/l1-initramfs-init.sh -nt "$OUT/l1-initramfs.cpio.gz" ] \
+if [ ! -s "$OUT/l1-initramfs.cpio.gz" ] || [ lab/sriov/l1-initramfs-init.sh -nt "$OUT/l1-initramfs.cpio.gz" ] \
   || [ testbed/libvirt/build_initramfs.sh -nt "$OUT/l1-initramfs.cpio.gz" ]; then
-  MODULES="virtio_pci 9pnet_virtio 9p overlay" INIT=lab/tier_d/l1-initramfs-init.sh \
+  MODULES="virtio_pci 9pnet_virtio 9p overlay" INIT=lab/sriov/l1-initramfs-init.sh \
     bash testbed/libvirt/build_initramfs.sh "$OUT/kroot" "$kver" "$OUT/l1-initramfs.cpio.gz"
 fi
 if [ ! -s "$OUT/l2-initramfs.cpio.gz" ] || [ testbed/libvirt/guest-init.sh -nt "$OUT/l2-initramfs.cpio.gz" ] \
   || [ testbed/libvirt/build_initramfs.sh -nt "$OUT/l2-initramfs.cpio.gz" ]; then
   MODULES=igbvf bash testbed/libvirt/build_initramfs.sh "$OUT/kroot" "$kver" "$OUT/l2-initramfs.cpio.gz"
 fi
-echo "set-up: tier D ready under $OUT (kernel $kver)"
+echo "set-up: the SR-IOV lab is ready under $OUT (kernel $kver)"

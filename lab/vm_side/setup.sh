@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Tier C lab set-up (`make testbed-lab`): the libvirt/QEMU packages and the guest kernel of the tier C test
+# Set-up of the lab's VM side (`make testbed-lab`): the libvirt/QEMU packages and the guest kernel of the libvirt test
 # bed, the containerd test bed, and under build/lab/kernel the lab's own guest pieces: an initramfs that
 # mounts this machine's root read-only over 9p under a tmpfs overlay, and the few kernel modules the guest
 # loads after the switch (NICs, vfio-pci, veth, virtio console). Safe to run again; it redoes only what
 # is missing or older than its sources.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 . scripts/lib.sh
 
 OUT=build/lab/kernel
@@ -24,14 +24,14 @@ deb=$(ls build/libvirt/dl/linux-image-*.deb 2>/dev/null | head -n1)
 [ -n "$deb" ] || { echo "lab set-up: no kernel package in build/libvirt/dl; testbed/libvirt/setup.sh failed?" >&2; exit 1; }
 kver=$(basename "$deb" | sed -E 's/^linux-image-([^_]+)_.*/\1/')
 
-if [ ! -e "$OUT/.complete" ] || [ lab/guest/initramfs-init -nt "$OUT/initramfs.cpio.gz" ] ||
+if [ ! -e "$OUT/.complete" ] || [ lab/vm_side/guest/initramfs-init -nt "$OUT/initramfs.cpio.gz" ] ||
   [ testbed/libvirt/build_initramfs.sh -nt "$OUT/initramfs.cpio.gz" ]; then
   rm -rf "$OUT"
   mkdir -p "$OUT"
   kroot=$(mktemp -d "$PWD/build/lab/kroot.XXXXXX")
   trap 'rm -rf "$kroot"' EXIT
   dpkg-deb -x "$deb" "$kroot"
-  MODULES=$INITRAMFS_MODULES INIT=lab/guest/initramfs-init \
+  MODULES=$INITRAMFS_MODULES INIT=lab/vm_side/guest/initramfs-init \
     bash testbed/libvirt/build_initramfs.sh "$kroot" "$kver" "$OUT/initramfs.cpio.gz"
   # Only the guest modules and their dependencies are kept (a few MB instead of ~400), re-indexed.
   mods=$OUT/lib/modules/$kver

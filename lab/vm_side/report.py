@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from host_side.api.wire import LeaseInfo
-from lab.pods import PodView
+from lab.vm_side.pods import PodView
 
 START_WHOLE = "containerd: RunPodSandbox, whole"
 RELEASE_WHOLE = "containerd: Stop+RemovePodSandbox, whole"
