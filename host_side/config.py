@@ -62,6 +62,12 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class Limits:
+    rate_per_s: float  # calls each VM may make per second, sustained
+    burst: int  # calls a VM may make at once after being idle
+
+
+@dataclass(frozen=True)
 class SimConfig:
     guest_sysfs_root: Path
     netns: str | None
@@ -79,6 +85,7 @@ class HostConfig:
     metrics_address: str | None
     listen: ListenConfig
     timeouts: Timeouts
+    limits: Limits
     pools: Mapping[str, PoolConfig]
     vms: Mapping[str, VmConfig]  # by identity
     sim: SimConfig | None
@@ -170,6 +177,13 @@ def parse(text: str, path: Path) -> HostConfig:
         warm_refill_interval_s=tt.seconds("warm_refill_interval_s", 5.0),
     )
     tt.finish()
+    # Defaults far above a VM's normal pace (a few calls per pod start) so only a runaway VM meets them.
+    lt = top.table("limits") or _Table({}, "limits", path)
+    limits = Limits(
+        rate_per_s=lt.number("rate_per_s", 50.0, 0.01, 1_000_000.0),
+        burst=lt.integer("burst", 200, 1, 1_000_000),
+    )
+    lt.finish()
 
     pools = {name: _pool(name, sub) for name, sub in top.subtables("pools")}
     if not pools:
@@ -218,6 +232,7 @@ def parse(text: str, path: Path) -> HostConfig:
         metrics_address=metrics,
         listen=listen,
         timeouts=timeouts,
+        limits=limits,
         pools=pools,
         vms=vms,
         sim=sim,

@@ -24,12 +24,17 @@ from host_side.config import HostConfig, VmConfig
 from host_side.engine import Engine
 from host_side.leases import Lease
 from host_side.metrics import Metrics
+from host_side.rate_limit import RateLimiter
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 # A call without a gRPC deadline and without deadline_s still ends: long enough for a cold attach.
 _DEFAULT_BUDGET_S = 120.0
+
+
+# The trailing metadata key of a refusal for rate: how long the VM should wait before calling again.
+RETRY_AFTER_KEY = "retry-after-ms"
 
 
 # Here, not in host_side.api.wire: the client side of the API must not import the lease database.
@@ -65,11 +70,14 @@ def status_of(err: BaseException) -> tuple[grpc.StatusCode, str]:
 class Servicer(_grpc.HostPlugServicer):
     """One instance per listener: `admin` is True only for the unix socket."""
 
-    def __init__(self, engine: Engine, metrics: Metrics, *, admin: bool, backend: str) -> None:
+    def __init__(
+        self, engine: Engine, metrics: Metrics, *, admin: bool, backend: str, limiter: RateLimiter
+    ) -> None:
         self._engine = engine
         self._metrics = metrics
         self._admin = admin
         self._backend = backend
+        self._limiter = limiter
 
     def _vm(self, context: grpc.ServicerContext) -> VmConfig | None:
         """The calling VM from the certificate; None for the admin socket."""
@@ -88,8 +96,28 @@ class Servicer(_grpc.HostPlugServicer):
             raise PermissionDenied(f"{method} is a VM call; the admin socket cannot make it")
         return vm
 
+    def _over_rate(self, method: str, context: grpc.ServicerContext) -> None:
+        """Refuses the call, with a retry hint, when the calling VM is over its rate; the admin is never."""
+        if self._admin:
+            return
+        names = cast(Mapping[str, list[bytes]], context.auth_context()).get("x509_common_name") or []
+        identity = names[0].decode() if len(names) == 1 else ""
+        wait_s = self._limiter.wait_s(identity, time.monotonic())
+        if wait_s <= 0:
+            return
+        ms = max(1, round(wait_s * 1000))
+        msg = (
+            f"{method}: VM {identity} is over its request rate ({self._limiter.rate_per_s:g}/s, burst "
+            f"{self._limiter.burst}); retry in {ms} ms (other VMs are not affected)"
+        )
+        log.warning("%s refused (RESOURCE_EXHAUSTED): %s", method, msg)
+        self._metrics.error(method, "RESOURCE_EXHAUSTED")
+        context.set_trailing_metadata(((RETRY_AFTER_KEY, str(ms)),))
+        self._abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, msg)
+
     def _call(self, method: str, context: grpc.ServicerContext, body: Callable[[], _T]) -> _T:
         t0 = time.monotonic()
+        self._over_rate(method, context)
         try:
             return body()
         except Exception as e:  # the one boundary: every error becomes a gRPC status
@@ -209,10 +237,13 @@ class HostServer:
         self._servers: list[grpc.Server] = []
         self._engine, self._cfg, self._metrics, self._workers = engine, cfg, metrics, workers
         self.tcp_port: int | None = None
+        self._limiter = RateLimiter(cfg.limits.rate_per_s, cfg.limits.burst)
 
     def _server(self, admin: bool, bind: Callable[[grpc.Server], int]) -> int:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._workers))
-        servicer = Servicer(self._engine, self._metrics, admin=admin, backend=self._cfg.backend)
+        servicer = Servicer(
+            self._engine, self._metrics, admin=admin, backend=self._cfg.backend, limiter=self._limiter
+        )
         _grpc.add_HostPlugServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         what = "the admin socket" if admin else "TCP"
         try:

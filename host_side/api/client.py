@@ -19,6 +19,8 @@ from host_side.api import hostplug_pb2_grpc as _grpc
 from host_side.api.wire import LeaseInfo, granted_from_pb, lease_from_pb, request_to_pb
 
 _T = TypeVar("_T")
+# Set by the host on a refusal for rate (host_side.server.RETRY_AFTER_KEY; the client must not import it).
+_RETRY_AFTER_KEY = "retry-after-ms"
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,16 @@ def _read(path: Path, what: str) -> bytes:
         raise HostCallError(
             ErrorKind.INVALID_ARGUMENT, f"cannot read the {what} file {path}: {e.strerror}"
         ) from e
+
+
+def _retry_after_s(call: grpc.Call) -> float | None:
+    for key, value in call.trailing_metadata() or ():
+        if key == _RETRY_AFTER_KEY:
+            try:
+                return max(0.0, int(value) / 1000)
+            except (TypeError, ValueError):
+                return None
+    return None
 
 
 class HostClient:
@@ -94,7 +106,9 @@ class HostClient:
         except grpc.RpcError as e:
             # Errors raised by unary calls are grpc.Call objects too (code, details); the stubs miss that.
             call = cast(grpc.Call, e)
-            raise HostCallError(ErrorKind.named(call.code().name), call.details() or call.code().name) from e
+            raise HostCallError(
+                ErrorKind.named(call.code().name), call.details() or call.code().name, _retry_after_s(call)
+            ) from e
 
     def _attach(
         self,

@@ -70,6 +70,7 @@ def write_config(
     warm: int = 0,
     extra_pool: str = "",
     timeouts: str = "",
+    limits: str = "",
     pfs: tuple[str, ...] = ("ens1f0", "0000:5e:00.0"),
 ) -> Path:
     tcp = ""
@@ -95,6 +96,9 @@ attach_s = 5
 detach_s = 1
 sync_grace_s = 0.5
 {timeouts}
+
+[limits]
+{limits}
 
 [pools.net]
 pfs = {json.dumps(list(pfs))}
