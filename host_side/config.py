@@ -49,6 +49,7 @@ class ListenConfig:
     ca: Path | None
     cert: Path | None
     key: Path | None
+    crl: Path | None  # revoked VM certificates, signed by the CA; reloaded with the rest
     admin_socket: Path
 
 
@@ -141,13 +142,13 @@ def _listen(t: _Table) -> ListenConfig:
     tcp = t.text("tcp")
     if tcp is not None and not _HOSTPORT_RE.fullmatch(tcp):
         raise t.error("tcp", f"{tcp!r} is not host:port (e.g. '0.0.0.0:50151')")
-    ca, cert, key = t.path("ca"), t.path("cert"), t.path("key")
+    ca, cert, key, crl = t.path("ca"), t.path("cert"), t.path("key"), t.path("crl")
     if tcp is not None and None in (ca, cert, key):
         raise t.error("tcp", "TCP needs mTLS: set ca, cert and key (see `vfhotplug-host ca --help`)")
     admin = t.path("admin_socket", "/run/vfhotplug/host.sock")
     assert admin is not None
     t.finish()
-    return ListenConfig(tcp=tcp, ca=ca, cert=cert, key=key, admin_socket=admin)
+    return ListenConfig(tcp=tcp, ca=ca, cert=cert, key=key, crl=crl, admin_socket=admin)
 
 
 def parse(text: str, path: Path) -> HostConfig:

@@ -71,6 +71,7 @@ def write_config(
     extra_pool: str = "",
     timeouts: str = "",
     limits: str = "",
+    crl: bool = False,
     pfs: tuple[str, ...] = ("ens1f0", "0000:5e:00.0"),
 ) -> Path:
     tcp = ""
@@ -79,6 +80,7 @@ def write_config(
             f'tcp = "127.0.0.1:{port}"\nca = "{pki_dir}/ca.pem"\n'
             f'cert = "{pki_dir}/host.pem"\nkey = "{pki_dir}/host.key"\n'
         )
+        tcp += f'crl = "{pki_dir}/crl.pem"\n' if crl else ""
     vms = "".join(f'[vms.{vm}]\ndomain = "dom-{vm}"\nquota = {quota}\n\n' for vm in VMS)
     text = f"""
 backend = "sim"
