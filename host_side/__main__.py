@@ -9,11 +9,13 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from contract.crash_points import CrashPoints
 from contract.errors import ConfigError, HostSideError
 from host_side import config, pki
+from host_side.api.certs import stamp
 from host_side.backends import select as backends
 from host_side.backends.base import Hotplug, VfNetlink
 from host_side.credentials import ServerTls
@@ -37,7 +39,7 @@ def _loop(stop: threading.Event, every_s: float, what: str, step: Callable[[], o
             log.exception("%s failed", what)
 
 
-# How often the TLS files are looked at between SIGHUPs; new handshakes and calls look too.
+# How often the TLS files and the config are looked at between SIGHUPs; handshakes and calls look too.
 _TLS_POLL_S = 1.0
 
 
@@ -48,13 +50,41 @@ def install_signals(stop: threading.Event, reload: threading.Event) -> None:
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
 
 
-def _watch_tls(stop: threading.Event, reload: threading.Event, tls: ServerTls) -> None:
+def _reload_vms(cfg: config.HostConfig, engine: Engine) -> config.HostConfig:
+    """The config file again: its [vms] table (the identity map) is taken, other changes need a restart."""
+    try:
+        new = config.load(cfg.path)
+    except ConfigError as e:
+        log.error("config reload refused, the old VM identity map stays in use: %s", e)
+        return cfg
+    if replace(new, vms=cfg.vms) != cfg:
+        log.warning("%s: changes outside [vms] take effect at the next restart", cfg.path)
+    if new.vms != cfg.vms:
+        engine.replace_vms(new.vms)
+        log.info("VM identity map reloaded: %s", ", ".join(sorted(new.vms)) or "no VMs")
+    return replace(cfg, vms=new.vms)
+
+
+def _watch(
+    stop: threading.Event,
+    reload: threading.Event,
+    tls: ServerTls | None,
+    cfg: config.HostConfig,
+    engine: Engine,
+) -> None:
+    """SIGHUP or a changed file reloads the TLS files and the VM identity map."""
+    seen = stamp((cfg.path,))
     while not stop.is_set():
         forced = reload.wait(_TLS_POLL_S)
         reload.clear()
         if forced:
-            log.info("SIGHUP: reloading the TLS files")
-        tls.refresh(force=forced)
+            log.info("SIGHUP: reloading the TLS files and the VM identity map")
+        if tls is not None:
+            tls.refresh(force=forced)
+        now = stamp((cfg.path,))
+        if forced or now != seen:
+            seen = now
+            cfg = _reload_vms(cfg, engine)
 
 
 def serve(
@@ -96,12 +126,8 @@ def serve(
                 daemon=True,
             ),
         ]
-        if server.tls is not None:
-            loops.append(
-                threading.Thread(
-                    target=_watch_tls, args=(stop, reload or threading.Event(), server.tls), daemon=True
-                )
-            )
+        watch = (stop, reload or threading.Event(), server.tls, cfg, engine)
+        loops.append(threading.Thread(target=_watch, args=watch, daemon=True))
         for t in loops:
             t.start()
         log.info(

@@ -24,6 +24,7 @@ BASE: Table = {
         "ca": "pki/ca.pem",
         "cert": "pki/host.pem",
         "key": "pki/host.key",
+        "crl": "pki/crl.pem",
         "admin_socket": "admin.sock",
     },
     "timeouts": {

@@ -10,18 +10,21 @@ import signal
 import socket
 import ssl
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import pytest
 from cryptography import x509
 
-from contract.errors import ErrorKind
+from contract.errors import ConfigError, ErrorKind
 from contract.host_api import HostCallError
 from host_side import pki
 from host_side.api import hostplug_pb2 as pb
 from host_side.api import hostplug_pb2_grpc as pb_grpc
 from host_side.api.client import HostClient
+from host_side.config import ListenConfig
+from host_side.credentials import load_set
 from testbed.waiting import free_port
 from tests.host.conftest import Pki, Service, build_sysfs, running_service, write_config
 from tests.host.fake_service import launch
@@ -222,3 +225,42 @@ def test_sighup_reloads_what_polling_cannot_see(own_pki: Pki, tmp_path: Path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_the_vm_identity_map_is_reloaded_from_the_changed_config_and_a_bad_one_refused(
+    own_pki: Pki, tmp_path: Path
+):
+    build_sysfs(tmp_path / "sys")
+    port = free_port()
+    cfg = write_config(tmp_path, pki_dir=own_pki.folder, port=port)
+    proc = launch(cfg, tmp_path / "fake")
+    try:
+        cert, key = own_pki.pair("stranger")
+        with HostClient(f"127.0.0.1:{port}", ca=own_pki.folder / "ca.pem", cert=cert, key=key) as c:
+            with pytest.raises(HostCallError, match="is not a VM of this host"):
+                c.health()
+            good = cfg.read_text()
+            cfg.write_text(good + '[vms.stranger]\ndomain = "dom-stranger"\nbogus = 1\n')
+            time.sleep(1.5)  # past the service's file poll: the bad file changed nothing
+            with pytest.raises(HostCallError, match="is not a VM of this host"):
+                c.health()
+            cfg.write_text(good + '[vms.stranger]\ndomain = "dom-stranger"\n')
+            assert _eventually(c.health).identity == "stranger"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert "config reload refused" in (tmp_path / "fake/service.log").read_text()
+
+
+def test_a_crl_of_another_ca_is_refused_by_name(own_pki: Pki, tmp_path: Path):
+    other = tmp_path / "other"
+    pki.init_ca(other, "other CA")
+    pki.issue(other, "vm-a")
+    pki.revoke(other, "vm-a")
+    f = own_pki.folder
+    listen = ListenConfig(
+        "127.0.0.1:1", f / "ca.pem", f / "host.pem", f / "host.key", other / "crl.pem", f / "s"
+    )
+    with pytest.raises(ConfigError, match=r"listen\.crl: .*crl\.pem is not signed by a CA of listen\.ca"):
+        load_set(listen)
+    assert load_set(replace(listen, crl=f / "crl.pem")).revoked == {_serial(own_pki, "stranger")}
