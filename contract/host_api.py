@@ -44,14 +44,15 @@ class GrantedVf:
 class HostCallError(Exception):
     """A host call failed; `code` says how (ErrorKind.RESOURCE_EXHAUSTED, ErrorKind.UNAVAILABLE, ...)."""
 
-    def __init__(self, code: ErrorKind, message: str) -> None:
+    def __init__(self, code: ErrorKind, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(f"host refused ({code}): {message}")
         self.code = code
         self.detail = message
+        self.retry_after_s = retry_after_s  # the host's hint when it refused for rate: call again after
 
     @property
     def retryable(self) -> bool:
-        return self.code.retryable
+        return self.code.retryable or self.retry_after_s is not None
 
 
 class HostApi(Protocol):

@@ -9,13 +9,16 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from contract.crash_points import CrashPoints
 from contract.errors import ConfigError, HostSideError
 from host_side import config, pki
+from host_side.api.certs import stamp
 from host_side.backends import select as backends
 from host_side.backends.base import Hotplug, VfNetlink
+from host_side.credentials import ServerTls
 from host_side.engine import Engine
 from host_side.inventory import SysfsInventory
 from host_side.leases import LeaseStore
@@ -36,10 +39,64 @@ def _loop(stop: threading.Event, every_s: float, what: str, step: Callable[[], o
             log.exception("%s failed", what)
 
 
-def serve(
-    cfg: config.HostConfig, hotplug: Hotplug, netlink: VfNetlink, metrics: Metrics, stop: threading.Event
+# How often the TLS files and the config are looked at between SIGHUPs; handshakes and calls look too.
+_TLS_POLL_S = 1.0
+
+
+def install_signals(stop: threading.Event, reload: threading.Event) -> None:
+    """SIGTERM/SIGINT stop the service; SIGHUP reloads its certificates, CA bundle and CRL."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+
+
+def _reload_vms(cfg: config.HostConfig, engine: Engine) -> config.HostConfig:
+    """The config file again: its [vms] table (the identity map) is taken, other changes need a restart."""
+    try:
+        new = config.load(cfg.path)
+    except ConfigError as e:
+        log.error("config reload refused, the old VM identity map stays in use: %s", e)
+        return cfg
+    if replace(new, vms=cfg.vms) != cfg:
+        log.warning("%s: changes outside [vms] take effect at the next restart", cfg.path)
+    if new.vms != cfg.vms:
+        engine.replace_vms(new.vms)
+        log.info("VM identity map reloaded: %s", ", ".join(sorted(new.vms)) or "no VMs")
+    return replace(cfg, vms=new.vms)
+
+
+def _watch(
+    stop: threading.Event,
+    reload: threading.Event,
+    tls: ServerTls | None,
+    cfg: config.HostConfig,
+    engine: Engine,
 ) -> None:
-    """Runs the service with the given adapters until `stop` is set (SIGTERM/SIGINT in main)."""
+    """SIGHUP or a changed file reloads the TLS files and the VM identity map."""
+    seen = stamp((cfg.path,))
+    while not stop.is_set():
+        forced = reload.wait(_TLS_POLL_S)
+        reload.clear()
+        if forced:
+            log.info("SIGHUP: reloading the TLS files and the VM identity map")
+        if tls is not None:
+            tls.refresh(force=forced)
+        now = stamp((cfg.path,))
+        if forced or now != seen:
+            seen = now
+            cfg = _reload_vms(cfg, engine)
+
+
+def serve(
+    cfg: config.HostConfig,
+    hotplug: Hotplug,
+    netlink: VfNetlink,
+    metrics: Metrics,
+    stop: threading.Event,
+    reload: threading.Event | None = None,
+) -> None:
+    """Runs the service with the given adapters until `stop` is set (SIGTERM/SIGINT in main); `reload`
+    set (SIGHUP) reloads the TLS files at once, which are otherwise watched for changes."""
     try:
         store = LeaseStore(cfg.state_dir / "leases.sqlite3", crash_points=CrashPoints.from_env())
     except (OSError, sqlite3.Error) as e:
@@ -69,6 +126,8 @@ def serve(
                 daemon=True,
             ),
         ]
+        watch = (stop, reload or threading.Event(), server.tls, cfg, engine)
+        loops.append(threading.Thread(target=_watch, args=watch, daemon=True))
         for t in loops:
             t.start()
         log.info(
@@ -88,10 +147,9 @@ def _serve_main(args: argparse.Namespace) -> int:
     cfg = config.load(Path(args.config))
     metrics = Metrics()
     hotplug, netlink = backends.build(cfg, metrics.observe)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    serve(cfg, hotplug, netlink, metrics, stop)
+    stop, reload = threading.Event(), threading.Event()
+    install_signals(stop, reload)
+    serve(cfg, hotplug, netlink, metrics, stop, reload)
     return 0
 
 
@@ -99,6 +157,9 @@ def _ca_main(args: argparse.Namespace) -> int:
     folder = Path(args.dir)
     if args.ca_cmd == "init":
         out = pki.init_ca(folder)
+    elif args.ca_cmd == "revoke":
+        print(f"revoked {args.vm}: wrote {pki.revoke(folder, args.vm)}")
+        return 0
     elif args.server:
         out = pki.issue(folder, args.server, server=True, sans=args.san or [args.server])
     else:
@@ -123,7 +184,10 @@ def _parser() -> argparse.ArgumentParser:
     who.add_argument("--vm", help="VM identity (the [vms.<identity>] key of the host config)")
     who.add_argument("--server", help="server certificate name, e.g. the host name")
     issue.add_argument("--san", action="append", help="DNS name or IP the VMs connect to (repeatable)")
-    for sp in (init, issue):
+    revoke = ca_sub.add_parser("revoke", help="add a VM's certificate to the CA's CRL (crl.pem)")
+    revoke.add_argument("--dir", required=True)
+    revoke.add_argument("--vm", required=True, help="the VM whose <vm>.pem is revoked")
+    for sp in (init, issue, revoke):
         sp.add_argument("--log-level", default="WARNING", type=str.upper, choices=_LEVELS)
     return p
 

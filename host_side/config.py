@@ -49,6 +49,7 @@ class ListenConfig:
     ca: Path | None
     cert: Path | None
     key: Path | None
+    crl: Path | None  # revoked VM certificates, signed by the CA; reloaded with the rest
     admin_socket: Path
 
 
@@ -59,6 +60,12 @@ class Timeouts:
     sync_grace_s: float
     reconcile_interval_s: float
     warm_refill_interval_s: float
+
+
+@dataclass(frozen=True)
+class Limits:
+    rate_per_s: float  # calls each VM may make per second, sustained
+    burst: int  # calls a VM may make at once after being idle
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,7 @@ class HostConfig:
     metrics_address: str | None
     listen: ListenConfig
     timeouts: Timeouts
+    limits: Limits
     pools: Mapping[str, PoolConfig]
     vms: Mapping[str, VmConfig]  # by identity
     sim: SimConfig | None
@@ -134,13 +142,13 @@ def _listen(t: _Table) -> ListenConfig:
     tcp = t.text("tcp")
     if tcp is not None and not _HOSTPORT_RE.fullmatch(tcp):
         raise t.error("tcp", f"{tcp!r} is not host:port (e.g. '0.0.0.0:50151')")
-    ca, cert, key = t.path("ca"), t.path("cert"), t.path("key")
+    ca, cert, key, crl = t.path("ca"), t.path("cert"), t.path("key"), t.path("crl")
     if tcp is not None and None in (ca, cert, key):
         raise t.error("tcp", "TCP needs mTLS: set ca, cert and key (see `vfhotplug-host ca --help`)")
     admin = t.path("admin_socket", "/run/vfhotplug/host.sock")
     assert admin is not None
     t.finish()
-    return ListenConfig(tcp=tcp, ca=ca, cert=cert, key=key, admin_socket=admin)
+    return ListenConfig(tcp=tcp, ca=ca, cert=cert, key=key, crl=crl, admin_socket=admin)
 
 
 def parse(text: str, path: Path) -> HostConfig:
@@ -170,6 +178,13 @@ def parse(text: str, path: Path) -> HostConfig:
         warm_refill_interval_s=tt.seconds("warm_refill_interval_s", 5.0),
     )
     tt.finish()
+    # Defaults far above a VM's normal pace (a few calls per pod start) so only a runaway VM meets them.
+    lt = top.table("limits") or _Table({}, "limits", path)
+    limits = Limits(
+        rate_per_s=lt.number("rate_per_s", 50.0, 0.01, 1_000_000.0),
+        burst=lt.integer("burst", 200, 1, 1_000_000),
+    )
+    lt.finish()
 
     pools = {name: _pool(name, sub) for name, sub in top.subtables("pools")}
     if not pools:
@@ -218,6 +233,7 @@ def parse(text: str, path: Path) -> HostConfig:
         metrics_address=metrics,
         listen=listen,
         timeouts=timeouts,
+        limits=limits,
         pools=pools,
         vms=vms,
         sim=sim,

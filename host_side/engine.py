@@ -13,7 +13,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -126,6 +126,11 @@ class Engine:
         self._inflight: dict[tuple[str, str], _Inflight] = {}
 
     # ---- identity ---------------------------------------------------------------------------------
+
+    def replace_vms(self, vms: Mapping[str, VmConfig]) -> None:
+        """A reloaded [vms] table; a VM taken out keeps its leases until the admin releases them."""
+        self._cfg = replace(self._cfg, vms=vms)
+        self._reconciler.use_config(self._cfg)
 
     def vm(self, identity: str) -> VmConfig:
         vm = self._cfg.vms.get(identity)

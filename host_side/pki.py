@@ -69,11 +69,7 @@ def init_ca(folder: Path, name: str = "vfhotplug lab CA") -> Issued:
     return out
 
 
-def issue(folder: Path, name: str, *, server: bool = False, sans: Sequence[str] = ()) -> Issued:
-    """Signs a certificate for `name` with the CA in `folder`: <name>.pem and <name>.key.
-
-    A client certificate (server=False) carries the VM identity as its common name. A server certificate
-    lists `sans` (DNS names or IP addresses) that clients will check."""
+def _ca(folder: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     try:
         ca_key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), None)
         ca_cert = x509.load_pem_x509_certificate((folder / "ca.pem").read_bytes())
@@ -83,6 +79,53 @@ def issue(folder: Path, name: str, *, server: bool = False, sans: Sequence[str] 
         ) from e
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise ConfigError(f"{folder / 'ca.key'} is not an EC key made by `vfhotplug-host ca init`")
+    return ca_key, ca_cert
+
+
+def revoke(folder: Path, name: str) -> Path:
+    """Adds <name>.pem's serial to the CA's CRL, crl.pem in `folder` (made on first use), and returns it.
+
+    The CRL is replaced atomically, so a host watching it never reads half of one."""
+    ca_key, ca_cert = _ca(folder)
+    try:
+        serial = x509.load_pem_x509_certificate((folder / f"{name}.pem").read_bytes()).serial_number
+    except OSError as e:
+        raise ConfigError(f"no certificate {folder / name}.pem to revoke ({e.strerror})") from e
+    out = folder / "crl.pem"
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - datetime.timedelta(minutes=5))
+        .next_update(now + _VALID)
+    )
+    serials = {serial}
+    if out.exists():
+        serials |= {r.serial_number for r in x509.load_pem_x509_crl(out.read_bytes())}
+    for s in sorted(serials):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(s).revocation_date(now).build()
+        )
+    tmp = out.with_suffix(".tmp")
+    tmp.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    tmp.replace(out)
+    return out
+
+
+def issue(
+    folder: Path,
+    name: str,
+    *,
+    server: bool = False,
+    sans: Sequence[str] = (),
+    valid: datetime.timedelta = _VALID,
+) -> Issued:
+    """Signs a certificate for `name` with the CA in `folder`: <name>.pem and <name>.key.
+
+    A client certificate (server=False) carries the VM identity as its common name. A server certificate
+    lists `sans` (DNS names or IP addresses) that clients will check. `valid` short makes certificates
+    that expire during a test."""
+    ca_key, ca_cert = _ca(folder)
     out = Issued(folder / f"{name}.pem", folder / f"{name}.key")
     if out.cert.exists() or out.key.exists():
         raise ConfigError(f"{out.cert} or {out.key} exists already; remove them to issue again")
@@ -96,7 +139,7 @@ def issue(folder: Path, name: str, *, server: bool = False, sans: Sequence[str] 
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + _VALID)
+        .not_valid_after(now + valid)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     )

@@ -39,6 +39,9 @@ class Reconciler:
         self._netlink = netlink
         self._plugger = plugger
 
+    def use_config(self, cfg: HostConfig) -> None:
+        self._cfg = cfg  # a reloaded identity map: the domains to look at change with it
+
     def rescan(self) -> bool:
         """Re-reads sysfs when VF counts or drivers changed; True when the inventory was updated."""
         inv = self._inventory.scan_if_changed()

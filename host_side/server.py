@@ -11,7 +11,6 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent import futures
-from pathlib import Path
 from typing import NoReturn, TypeVar, cast
 
 import grpc
@@ -19,17 +18,24 @@ import grpc
 from contract.errors import ConfigError, HostSideError, PermissionDenied
 from host_side.api import hostplug_pb2 as _pb
 from host_side.api import hostplug_pb2_grpc as _grpc
+from host_side.api.certs import expiry_message, facts, now_utc
 from host_side.api.wire import granted_to_pb, request_from_pb
 from host_side.config import HostConfig, VmConfig
+from host_side.credentials import ServerTls
 from host_side.engine import Engine
 from host_side.leases import Lease
 from host_side.metrics import Metrics
+from host_side.rate_limit import RateLimiter
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 # A call without a gRPC deadline and without deadline_s still ends: long enough for a cold attach.
 _DEFAULT_BUDGET_S = 120.0
+
+
+# The trailing metadata key of a refusal for rate: how long the VM should wait before calling again.
+RETRY_AFTER_KEY = "retry-after-ms"
 
 
 # Here, not in host_side.api.wire: the client side of the API must not import the lease database.
@@ -63,13 +69,23 @@ def status_of(err: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 class Servicer(_grpc.HostPlugServicer):
-    """One instance per listener: `admin` is True only for the unix socket."""
+    """One instance per listener: `tls` is the mTLS listener's live TLS set, None on the admin socket."""
 
-    def __init__(self, engine: Engine, metrics: Metrics, *, admin: bool, backend: str) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        metrics: Metrics,
+        *,
+        backend: str,
+        limiter: RateLimiter,
+        tls: ServerTls | None,  # None: the admin socket
+    ) -> None:
         self._engine = engine
         self._metrics = metrics
-        self._admin = admin
+        self._admin = tls is None
+        self._tls = tls
         self._backend = backend
+        self._limiter = limiter
 
     def _vm(self, context: grpc.ServicerContext) -> VmConfig | None:
         """The calling VM from the certificate; None for the admin socket."""
@@ -88,9 +104,45 @@ class Servicer(_grpc.HostPlugServicer):
             raise PermissionDenied(f"{method} is a VM call; the admin socket cannot make it")
         return vm
 
+    def _peer_cert_ok(self, context: grpc.ServicerContext) -> None:
+        """Revoked and (on a connection older than the certificate's end) expired certificates are refused."""
+        if self._tls is None:
+            return
+        pems = cast(Mapping[str, list[bytes]], context.auth_context()).get("x509_pem_cert") or []
+        if len(pems) != 1:
+            raise PermissionDenied("no client certificate; connect with the VM's certificate")
+        f = facts(pems[0])
+        if self._tls.revoked(f.serial):
+            raise PermissionDenied(
+                f"client certificate {f.named()} is revoked (listen.crl); issue the VM a new certificate"
+            )
+        if f.expired(now_utc()):
+            raise PermissionDenied(expiry_message(f, "client"))
+
+    def _over_rate(self, method: str, context: grpc.ServicerContext) -> None:
+        """Refuses the call, with a retry hint, when the calling VM is over its rate; the admin is never."""
+        if self._admin:
+            return
+        names = cast(Mapping[str, list[bytes]], context.auth_context()).get("x509_common_name") or []
+        identity = names[0].decode() if len(names) == 1 else ""
+        wait_s = self._limiter.wait_s(identity, time.monotonic())
+        if wait_s <= 0:
+            return
+        ms = max(1, round(wait_s * 1000))
+        msg = (
+            f"{method}: VM {identity} is over its request rate ({self._limiter.rate_per_s:g}/s, burst "
+            f"{self._limiter.burst}); retry in {ms} ms (other VMs are not affected)"
+        )
+        log.warning("%s refused (RESOURCE_EXHAUSTED): %s", method, msg)
+        self._metrics.error(method, "RESOURCE_EXHAUSTED")
+        context.set_trailing_metadata(((RETRY_AFTER_KEY, str(ms)),))
+        self._abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, msg)
+
     def _call(self, method: str, context: grpc.ServicerContext, body: Callable[[], _T]) -> _T:
         t0 = time.monotonic()
+        self._over_rate(method, context)
         try:
+            self._peer_cert_ok(context)
             return body()
         except Exception as e:  # the one boundary: every error becomes a gRPC status
             code, msg = status_of(e)
@@ -191,17 +243,6 @@ class Servicer(_grpc.HostPlugServicer):
         return self._call("Health", context, body)
 
 
-def _read(cfg: HostConfig, path: Path | None, what: str) -> bytes:
-    if path is None:
-        raise ConfigError(f"{cfg.path}: listen.{what}: not set; TCP needs ca, cert and key")
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise ConfigError(
-            f"{cfg.path}: listen.{what}: cannot read {path}: {e.strerror}; point it at a readable PEM file"
-        ) from e
-
-
 class HostServer:
     """The TCP (mTLS) and admin (unix socket) listeners around one engine."""
 
@@ -209,12 +250,16 @@ class HostServer:
         self._servers: list[grpc.Server] = []
         self._engine, self._cfg, self._metrics, self._workers = engine, cfg, metrics, workers
         self.tcp_port: int | None = None
+        self._limiter = RateLimiter(cfg.limits.rate_per_s, cfg.limits.burst)
+        self.tls: ServerTls | None = None
 
-    def _server(self, admin: bool, bind: Callable[[grpc.Server], int]) -> int:
+    def _server(self, tls: ServerTls | None, bind: Callable[[grpc.Server], int]) -> int:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._workers))
-        servicer = Servicer(self._engine, self._metrics, admin=admin, backend=self._cfg.backend)
+        servicer = Servicer(
+            self._engine, self._metrics, backend=self._cfg.backend, limiter=self._limiter, tls=tls
+        )
         _grpc.add_HostPlugServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-        what = "the admin socket" if admin else "TCP"
+        what = "TCP" if tls else "the admin socket"
         try:
             port = bind(server)
         except RuntimeError as e:  # grpc's way of saying the bind failed
@@ -228,13 +273,13 @@ class HostServer:
     def start(self) -> None:
         listen = self._cfg.listen
         if listen.tcp is not None:
-            creds = grpc.ssl_server_credentials(
-                [(_read(self._cfg, listen.key, "key"), _read(self._cfg, listen.cert, "cert"))],
-                root_certificates=_read(self._cfg, listen.ca, "ca"),
-                require_client_auth=True,
-            )
+            try:
+                tls = self.tls = ServerTls(listen)
+            except ConfigError as e:
+                raise ConfigError(f"{self._cfg.path}: {e}") from e
+            creds = tls.credentials()
             tcp = listen.tcp
-            self.tcp_port = self._server(False, lambda s: s.add_secure_port(tcp, creds))
+            self.tcp_port = self._server(tls, lambda s: s.add_secure_port(tcp, creds))
             log.info("listening on %s (mTLS), port %d", tcp, self.tcp_port)
         sock = listen.admin_socket
         # Root-only: the folder is 0700 when we make it, the socket 0600; a stale socket is replaced.
@@ -243,7 +288,7 @@ class HostServer:
         old = os.umask(0o177)
         try:
             self._server(
-                True,
+                None,
                 lambda s: s.add_secure_port(
                     f"unix:{sock}", grpc.local_server_credentials(grpc.LocalConnectionType.UDS)
                 ),

@@ -37,7 +37,8 @@ def attach(host: HostApi, rec: PodRecord, deadline: float, margin_s: float) -> t
             log.warning(
                 "pod %s (%s): host attach try %d: %s; retrying", rec.pod_name, rec.pod_uid, attempt, e
             )
-            time.sleep(_ATTACH_RETRY_S)
+            # A host refusing for rate says when to call again; waiting less only meets the refusal again.
+            time.sleep(max(_ATTACH_RETRY_S, min(e.retry_after_s or 0.0, left - _ATTACH_RETRY_S)))
     return match_grants(rec, grants)
 
 

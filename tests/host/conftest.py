@@ -70,6 +70,8 @@ def write_config(
     warm: int = 0,
     extra_pool: str = "",
     timeouts: str = "",
+    limits: str = "",
+    crl: bool = False,
     pfs: tuple[str, ...] = ("ens1f0", "0000:5e:00.0"),
 ) -> Path:
     tcp = ""
@@ -78,6 +80,7 @@ def write_config(
             f'tcp = "127.0.0.1:{port}"\nca = "{pki_dir}/ca.pem"\n'
             f'cert = "{pki_dir}/host.pem"\nkey = "{pki_dir}/host.key"\n'
         )
+        tcp += f'crl = "{pki_dir}/crl.pem"\n' if crl else ""
     vms = "".join(f'[vms.{vm}]\ndomain = "dom-{vm}"\nquota = {quota}\n\n' for vm in VMS)
     text = f"""
 backend = "sim"
@@ -95,6 +98,9 @@ attach_s = 5
 detach_s = 1
 sync_grace_s = 0.5
 {timeouts}
+
+[limits]
+{limits}
 
 [pools.net]
 pfs = {json.dumps(list(pfs))}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from contract.host_api import HostCallError
 from host_side import config
-from host_side.__main__ import serve
+from host_side.__main__ import install_signals, serve
 from host_side.api.client import HostClient
 from host_side.metrics import Metrics
 from tests.host.fakes import FakeDomain, FakeHotplug, FakeVfNetlink
@@ -36,10 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     state.mkdir(parents=True, exist_ok=True)
     hotplug = FakeHotplug({vm.domain: FakeDomain() for vm in cfg.vms.values()}, state=state / "libvirt.json")
     netlink = FakeVfNetlink(state=state / "netlink.json")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    serve(cfg, hotplug, netlink, Metrics(), stop)
+    stop, reload = threading.Event(), threading.Event()
+    install_signals(stop, reload)
+    serve(cfg, hotplug, netlink, Metrics(), stop, reload)
     return 0
 
 

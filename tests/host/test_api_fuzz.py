@@ -51,7 +51,8 @@ class Fuzz:
 
 @pytest.fixture(scope="module")
 def fuzz(lab_pki: Pki) -> Iterator[Fuzz]:
-    with running_service(lab_pki) as service:
+    # Hypothesis fires calls far faster than a VM would; the rate limit has its own test.
+    with running_service(lab_pki, limits="rate_per_s = 100000\nburst = 100000") as service:
         with service.client("vm-b") as b:
             (theirs,) = b.attach("uid-b", "b-0", [VfRequest("net")], "b1", timeout_s=10)
         folder = lab_pki.folder

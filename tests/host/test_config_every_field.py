@@ -24,6 +24,7 @@ BASE: Table = {
         "ca": "pki/ca.pem",
         "cert": "pki/host.pem",
         "key": "pki/host.key",
+        "crl": "pki/crl.pem",
         "admin_socket": "admin.sock",
     },
     "timeouts": {
@@ -33,6 +34,7 @@ BASE: Table = {
         "reconcile_interval_s": 60,
         "warm_refill_interval_s": 5,
     },
+    "limits": {"rate_per_s": 50, "burst": 200},
     "pools": {
         "fast": {
             "pfs": ["ens1f0", "0000:3b:00.1"],
@@ -53,7 +55,15 @@ FIELDS = list(fields(config.parse, BASE, FILE))
 def test_the_base_loads_and_every_table_is_walked():
     assert refusal(config.parse, BASE, FILE) is None
     tables = {f.table for f in FIELDS}
-    assert tables == {(), ("listen",), ("timeouts",), ("pools", "fast"), ("vms", "worker-1"), ("sim",)}
+    assert tables == {
+        (),
+        ("listen",),
+        ("timeouts",),
+        ("limits",),
+        ("pools", "fast"),
+        ("vms", "worker-1"),
+        ("sim",),
+    }
     assert {f.dotted for f in FIELDS} >= set(leaves(BASE))  # and any field the loader adds later
 
 

@@ -31,6 +31,25 @@ def test_ca_init_and_issue_make_a_chain_with_the_vm_identity(tmp_path, capsys):
     assert "worker-1.pem" in capsys.readouterr().out
 
 
+def test_ca_revoke_adds_each_vm_to_one_crl_signed_by_the_ca(tmp_path, capsys):
+    d = str(tmp_path / "pki")
+    assert main(["ca", "init", "--dir", d]) == 0
+    for vm in ("worker-1", "worker-2"):
+        assert main(["ca", "issue", "--dir", d, "--vm", vm]) == 0
+        assert main(["ca", "revoke", "--dir", d, "--vm", vm]) == 0
+    ca = x509.load_pem_x509_certificate((tmp_path / "pki/ca.pem").read_bytes())
+    crl = x509.load_pem_x509_crl((tmp_path / "pki/crl.pem").read_bytes())
+    assert crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
+    serials = {
+        x509.load_pem_x509_certificate((tmp_path / f"pki/{vm}.pem").read_bytes()).serial_number
+        for vm in ("worker-1", "worker-2")
+    }
+    assert {r.serial_number for r in crl} == serials
+    assert "revoked worker-2" in capsys.readouterr().out
+    assert main(["ca", "revoke", "--dir", d, "--vm", "nobody"]) == 2
+    assert "no certificate" in capsys.readouterr().err
+
+
 def test_ca_refuses_to_overwrite_and_needs_a_ca(tmp_path, capsys):
     d = str(tmp_path / "pki")
     assert main(["ca", "issue", "--dir", d, "--vm", "x"]) == 2

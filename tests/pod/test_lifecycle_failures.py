@@ -70,6 +70,22 @@ def test_a_dropped_connection_is_retried_with_the_same_request_id(guest: Guest, 
     assert len(seen) == 2 and seen[0] == seen[1]
 
 
+def test_a_refusal_for_rate_is_retried_after_the_hosts_hint(guest: Guest, make_netns):
+    real_attach = guest.host.attach
+    at: list[float] = []
+
+    def limited_attach(pod_uid, pod_name, requests, request_id, timeout_s):
+        at.append(time.monotonic())
+        if len(at) == 1:
+            raise HostCallError(ErrorKind.RESOURCE_EXHAUSTED, "over its request rate", retry_after_s=0.3)
+        return real_attach(pod_uid, pod_name, requests, request_id, timeout_s)
+
+    guest.host.attach = limited_attach  # type: ignore[method-assign]
+    rec = guest.lifecycle().prepare("u6c", "pod-6c", make_netns(), {ANNOTATION: "1"}, soon())
+    assert rec is not None and len(rec.vfs) == 1
+    assert len(at) == 2 and at[1] - at[0] >= 0.3  # waited the hint, not the 0.1 s reconnect pause
+
+
 def test_host_slow_past_the_deadline(guest: Guest, make_netns):
     guest.host.attach_delay_s = 5.0
     start = time.monotonic()
