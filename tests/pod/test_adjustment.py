@@ -8,9 +8,9 @@ from contract.pci import PciAddress
 from vm_side.adjustment import (
     adjustment_for,
     build_adjustment,
-    pod_cdi_spec,
     container_notes,
     device_info_files,
+    pod_cdi_spec,
     pool_env_name,
 )
 from vm_side.demand import Mode, VfSlot
