@@ -154,6 +154,9 @@ sysfs_root = "guest-sys"
 runtime_root = "nri-dpdk"
 hugepages = "hugepages"
 
+[cdi]
+spec_dir = "nri-cdi"
+
 [health]
 poll_interval_s = {self.health_poll_s}
 metrics_address = "127.0.0.1:{self.metrics_port}"
