@@ -84,6 +84,10 @@ class SimStack:
         return self.work / "nri-dpdk"
 
     @property
+    def cdi_dir(self) -> Path:
+        return self.work / "nri-cdi"
+
+    @property
     def hugepages(self) -> Path:
         return self.work / "hugepages"
 
