@@ -52,6 +52,7 @@ class SimStack:
     plugin_index: str = "10"
     plugin_module: str = "nri_plugin"
     plugin_extra: str = ""  # more TOML tables for nri.toml (e.g. [vpp])
+    cdi_spec_dir: Path | None = None  # the runtime's CDI folder (containerd 2.x); default: our own
     health_poll_s: float = 0.5
     metrics_port: int = field(default_factory=free_port)
     warm_refill_s: float = 5.0
@@ -85,7 +86,7 @@ class SimStack:
 
     @property
     def cdi_dir(self) -> Path:
-        return self.work / "nri-cdi"
+        return self.cdi_spec_dir or self.work / "nri-cdi"
 
     @property
     def hugepages(self) -> Path:
@@ -159,7 +160,7 @@ runtime_root = "nri-dpdk"
 hugepages = "hugepages"
 
 [cdi]
-spec_dir = "nri-cdi"
+spec_dir = "{self.cdi_dir}"
 
 [health]
 poll_interval_s = {self.health_poll_s}
