@@ -64,7 +64,7 @@ class VfPlugin:
     def create_container(
         self, pod: PodInfo, container: ContainerInfo, ctx: EventContext
     ) -> ContainerAdjustment | None:
-        return self.lifecycle.adjustment(pod.uid)
+        return self.lifecycle.adjustment(pod.uid, ctx.runtime)
 
     def stop_pod_sandbox(self, pod: PodInfo, ctx: EventContext) -> None:
         self.lifecycle.release(pod.uid, ctx.deadline)

@@ -4,6 +4,7 @@
     vfhotplug-hook precreate                  podman: runtime config on stdin, the config to use on stdout
     vfhotplug-hook createRuntime | poststop   OCI state on stdin
     vfhotplug-hook auto                       any of the three above, told apart by what stdin holds
+    vfhotplug-hook cdi ID VFS                 dpdk VFs for ID as CDI devices; prints their names
     vfhotplug-hook release ID                 give back a container's VFs by hand
     vfhotplug-hook release-owed               retry host releases journaled while the host was away
 
@@ -75,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--hook-path", help="the executable the added hooks run (default: this one)")
     for stage in (*Stage, "auto"):
         sub.add_parser(str(stage), help=f"the {stage} hook (reads stdin)")
+    cdi = sub.add_parser(
+        "cdi", help="take dpdk VFs for ID and print their CDI device names (podman run --device NAME)"
+    )
+    cdi.add_argument("container_id", metavar="ID", help="names the VFs' owner; `release ID` gives them back")
+    cdi.add_argument("vfs", metavar="VFS", help=f'what {ANNOTATION} would say, e.g. \'[{{"mode": "dpdk"}}]\'')
     rel = sub.add_parser("release", help="give back a container's VFs (what poststop does)")
     rel.add_argument("container_id")
     sub.add_parser("release-owed", help="retry host releases journaled while the host was unreachable")
@@ -106,6 +112,10 @@ def _run(args: argparse.Namespace, make_sysfs: SysfsFactory | None) -> int:
         return _prepare(args, make_sysfs)
     if cmd == "release":
         _hooks(args, make_sysfs).release(args.container_id)
+        return 0
+    if cmd == "cdi":
+        for name in _hooks(args, make_sysfs).prepare_cdi(args.container_id, args.vfs):
+            print(name)
         return 0
     if cmd == "release-owed":
         left = _hooks(args, make_sysfs).release_owed()

@@ -22,7 +22,8 @@ from oci_hooks.spec import (
     network_namespace_path,
     podman_container_id,
 )
-from vm_side.demand import ANNOTATION, DemandError, parse_demand
+from vm_side.cdi_spec import cdi_device_names
+from vm_side.demand import ANNOTATION, DemandError, Mode, parse_demand
 from vm_side.lifecycle import PodError, PodLifecycle
 from vm_side.pod_record import Entry
 
@@ -80,6 +81,38 @@ class OciHooks:
                 "this stage is for podman: with runc use `vfhotplug-hook prepare BUNDLE`"
             )
         return self._prepare(container_id, annotations, network_namespace_path(config), config)
+
+    def prepare_cdi(self, container_id: str, demand: str) -> tuple[str, ...]:
+        """Gives `container_id` its dpdk VFs before any container exists and returns the qualified CDI
+        device names its spec offers (`podman run --device NAME`); released by `release`.
+
+        At least one dpdk VF and no kernel-mode one: a kernel-mode VF moves into a container's network
+        namespace, which only the annotation path (createRuntime) can do."""
+        annotations = {ANNOTATION: demand}
+        try:
+            parsed = parse_demand(annotations, self._lifecycle.config.defaults)
+        except DemandError as e:
+            raise HookFailure(f"container {container_id}: bad demand: {e}") from e
+        if parsed is None or Mode.DPDK not in parsed.modes or Mode.KERNEL in parsed.modes:
+            raise HookFailure(
+                f"container {container_id}: CDI devices are vfio nodes: ask for dpdk-mode VFs (and no kernel-mode "
+                "ones), e.g. "
+                f'\'[{{"mode": "dpdk"}}]\'; kernel-mode VFs need the {ANNOTATION} annotation on the container'
+            )
+        try:
+            rec = self._lifecycle.prepare(
+                container_id,
+                container_name(container_id),
+                "",
+                annotations,
+                self._deadline(),
+                netns_later=True,
+                entry=Entry.OCI,
+            )
+        except PodError as e:
+            raise HookFailure(_pod_message(e)) from e
+        assert rec is not None  # the demand asks for VFs
+        return cdi_device_names(rec)
 
     def create_runtime(self, state: OciState) -> None:
         """The container's namespaces exist: move its kernel-mode VFs into its network namespace."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from vm_side.runtime_model import ContainerAdjustment, Device, Mount
+from vm_side.runtime_model import ContainerAdjustment, Device, Mount, device_node_json
 
 JsonObject = dict[str, Any]
 
@@ -135,7 +135,7 @@ def apply_adjustment(config: Mapping[str, Any], adj: ContainerAdjustment) -> Jso
             for d in _list(linux, "devices", "linux")
             if not (isinstance(d, dict) and d.get("path") in paths)
         ]
-        linux["devices"] = [*devices, *(_device_json(d) for d in adj.devices)]
+        linux["devices"] = [*devices, *(device_node_json(d) for d in adj.devices)]
         resources = dict(_obj(linux, "resources"))
         rules = _list(resources, "devices", "linux.resources")
         # Without an allow rule the device cgroup refuses to open the node (EPERM), even though it exists.
@@ -206,14 +206,6 @@ def _list(parent: Mapping[str, Any], key: str, where: str) -> list[Any]:
 
 def _mount_json(m: Mount) -> JsonObject:
     return {"destination": m.destination, "type": m.type, "source": m.source, "options": list(m.options)}
-
-
-def _device_json(d: Device) -> JsonObject:
-    out: JsonObject = {"path": d.path, "type": d.type, "major": d.major, "minor": d.minor}
-    for key, value in (("fileMode", d.file_mode), ("uid", d.uid), ("gid", d.gid)):
-        if value is not None:
-            out[key] = value
-    return out
 
 
 def _allow_rule(d: Device) -> JsonObject:

@@ -52,6 +52,7 @@ class SimStack:
     plugin_index: str = "10"
     plugin_module: str = "nri_plugin"
     plugin_extra: str = ""  # more TOML tables for nri.toml (e.g. [vpp])
+    cdi_spec_dir: Path | None = None  # the runtime's CDI folder (containerd 2.x); default: our own
     health_poll_s: float = 0.5
     metrics_port: int = field(default_factory=free_port)
     warm_refill_s: float = 5.0
@@ -82,6 +83,10 @@ class SimStack:
     @property
     def dpdk_root(self) -> Path:
         return self.work / "nri-dpdk"
+
+    @property
+    def cdi_dir(self) -> Path:
+        return self.cdi_spec_dir or self.work / "nri-cdi"
 
     @property
     def hugepages(self) -> Path:
@@ -153,6 +158,9 @@ sysfs_root = "guest-sys"
 [dpdk]
 runtime_root = "nri-dpdk"
 hugepages = "hugepages"
+
+[cdi]
+spec_dir = "{self.cdi_dir}"
 
 [health]
 poll_interval_s = {self.health_poll_s}

@@ -11,9 +11,10 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 
+from vm_side.cdi_spec import CdiSpec, build_cdi_spec, cdi_device_names
 from vm_side.demand import Mode
 from vm_side.pod_record import PodRecord, PodState, VfBinding
-from vm_side.runtime_model import ContainerAdjustment, Device, Mount
+from vm_side.runtime_model import ContainerAdjustment, Device, Mount, RuntimeInfo, supports_cdi_devices
 
 STATUS_ANNOTATION = "vfhotplug.io/status"
 ENV_PREFIX = "PCIDEVICE_VFHOTPLUG_IO_"  # the SR-IOV device plugin's PCIDEVICE_<resource> convention
@@ -117,3 +118,29 @@ def build_adjustment(rec: PodRecord) -> ContainerAdjustment:
         mounts=tuple(mounts),
         devices=tuple(devices),
     )
+
+
+def pod_cdi_spec(rec: PodRecord) -> CdiSpec | None:
+    """The pod's CDI spec (its devices, env and mounts as CDI edits); None for a pod without dpdk VFs.
+
+    Raises:
+        ValueError: as `build_adjustment`; CdiSpecError when the spec would break a CDI rule.
+    """
+    if not cdi_device_names(rec):
+        return None
+    return build_cdi_spec(rec, build_adjustment(rec))
+
+
+def adjustment_for(rec: PodRecord, runtime: RuntimeInfo | None) -> ContainerAdjustment:
+    """What a container of a ready pod gets from `runtime`: the one place the CDI choice is made.
+
+    A runtime that reads NRI's CDI_devices (v0.8+) is given the pod's CDI device names, and injects
+    nodes, env and mounts from the pod's spec (written at prepare); an older one (containerd 1.7.24), or
+    the OCI hooks (`runtime` None: they write config.json themselves), get them inline. The status
+    annotation is inline either way: CDI specs before 0.6.0 carry no annotations for the container.
+    """
+    inline = build_adjustment(rec)
+    names = cdi_device_names(rec)
+    if runtime is None or not names or not supports_cdi_devices(runtime):
+        return inline
+    return ContainerAdjustment(annotations=inline.annotations, cdi_devices=names)

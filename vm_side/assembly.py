@@ -6,6 +6,7 @@ from __future__ import annotations
 from contract.crash_points import NO_CRASHES, CrashPoints
 from contract.errors import ConfigError
 from contract.host_api import HostApi
+from vm_side.cdi_store import CdiStore
 from vm_side.config import PluginConfig
 from vm_side.datapath_steps import steps_from_config
 from vm_side.lifecycle import PodLifecycle
@@ -30,6 +31,7 @@ def build_lifecycle(
             cfg.lifecycle,
             steps=steps_from_config(cfg, crash_points),
             crash_points=crash_points,
+            cdi=CdiStore(cfg.cdi.spec_dir),
         )
     except OSError as e:
         raise ConfigError(

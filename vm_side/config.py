@@ -75,6 +75,14 @@ class DpdkConfig:
 
 
 @dataclass(frozen=True)
+class CdiConfig:
+    """[cdi]: where dpdk pods' CDI specs go; it must be one of the runtime's CDI folders (containerd 2.x
+    and podman read /etc/cdi and /var/run/cdi)."""
+
+    spec_dir: Path = Path("/var/run/cdi")
+
+
+@dataclass(frozen=True)
 class HealthConfig:
     poll_interval_s: float = 5.0
     metrics_address: tuple[str, int] | None = None  # Prometheus /metrics; None: not served
@@ -92,6 +100,7 @@ class PluginConfig:
     dpdk: DpdkConfig = DpdkConfig()
     health: HealthConfig = HealthConfig()
     path: Path = DEFAULT_PATH  # the file it came from, for errors found when it is used
+    cdi: CdiConfig = CdiConfig()
 
 
 def parse(text: str, path: Path) -> PluginConfig:
@@ -174,6 +183,10 @@ def parse(text: str, path: Path) -> PluginConfig:
     assert runtime_root is not None and hugepages is not None
     dt.finish()
     health = _health(top.table("health") or TomlTable({}, "health", path))
+    ct = top.table("cdi") or TomlTable({}, "cdi", path)
+    spec_dir = ct.path("spec_dir", "/var/run/cdi")
+    assert spec_dir is not None
+    ct.finish()
     top.finish()
     return PluginConfig(
         nri=nri,
@@ -186,6 +199,7 @@ def parse(text: str, path: Path) -> PluginConfig:
         dpdk=DpdkConfig(runtime_root, hugepages),
         health=health,
         path=path,
+        cdi=CdiConfig(spec_dir),
     )
 
 

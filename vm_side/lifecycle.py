@@ -18,8 +18,9 @@ from pathlib import Path
 
 from contract.crash_points import NO_CRASHES, CrashPoints
 from contract.host_api import HostApi, HostCallError
-from vm_side.adjustment import build_adjustment
+from vm_side.adjustment import adjustment_for
 from vm_side.binder import Binder
+from vm_side.cdi_store import CdiStore
 from vm_side.deadline import check_time, host_budget
 from vm_side.demand import DemandDefaults, DemandError, Mode, PodDemand, parse_demand
 from vm_side.guest_devices import DeviceFinder
@@ -31,7 +32,7 @@ from vm_side.pod_steps import PodStep, ReconcilingStep
 from vm_side.pod_teardown import PodTeardown
 from vm_side.record_store import RecordStore
 from vm_side.release_journal import ReleaseJournal, ReleaseWorker, settle
-from vm_side.runtime_model import ContainerAdjustment
+from vm_side.runtime_model import ContainerAdjustment, RuntimeInfo
 from vm_side.sysfs import GuestSysfs
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,9 @@ class PodLifecycle:
         steps: Sequence[PodStep] = (),
         poll_interval_s: float = 0.1,
         crash_points: CrashPoints = NO_CRASHES,
+        cdi: CdiStore | None = None,
     ) -> None:
+        """`cdi`: where dpdk pods' CDI specs go; None writes none (tests that do not look at them)."""
         self.host = host
         self._crash = crash_points  # tests hand in an armed one to kill us right after a step is on disk
         self.config = config
@@ -89,8 +92,9 @@ class PodLifecycle:
         self._netlink = netlink
         binder = Binder(sysfs, netlink)
         finder = DeviceFinder(sysfs, netlink, poll_interval_s)
+        self._cdi = cdi
         self._start = PodStart(
-            host, self.store, sysfs, finder, binder, self._steps, config.run_dir, config.margin_s
+            host, self.store, sysfs, finder, binder, self._steps, config.run_dir, config.margin_s, cdi
         )
         self._teardown = PodTeardown(
             host,
@@ -102,6 +106,7 @@ class PodLifecycle:
             self._locks,
             crash_points,
             config.host_timeout_s,
+            cdi,
         )
 
     @property
@@ -182,8 +187,9 @@ class PodLifecycle:
                 raise PodError(pod_uid, rec.pod_name, "enter netns", f"{e}; rolled back") from e
             return rec
 
-    def adjustment(self, pod_uid: str) -> ContainerAdjustment | None:
-        """What every container of the pod gets; None for pods without (ready) VFs. No host call."""
+    def adjustment(self, pod_uid: str, runtime: RuntimeInfo | None = None) -> ContainerAdjustment | None:
+        """What every container of the pod gets from `runtime` (None: the OCI hooks, which write the
+        runtime config themselves); None for pods without (ready) VFs. No host call."""
         try:
             rec = self.store.load(pod_uid)
         except RecordError as e:
@@ -191,7 +197,7 @@ class PodLifecycle:
             return None
         if rec is None or rec.state is not PodState.READY:
             return None
-        return build_adjustment(rec)
+        return adjustment_for(rec, runtime)
 
     def release(self, pod_uid: str, deadline: float | None = None) -> None:
         """Undo everything for the pod and give its VFs back. Idempotent (Stop then Remove, repeats);
@@ -229,6 +235,7 @@ class PodLifecycle:
         for uid in self.store.attempt_uids():
             if uid not in live_pods and self.store.load(uid) is None:
                 self.store.forget(uid)
+        self._reconcile_cdi()
         owed = self.worker.run_once(force=True)  # an explicit resync: no backoff
         keep = sorted(set(kept) | set(hooks) | self._locks.busy())
         try:
@@ -349,6 +356,15 @@ class PodLifecycle:
             self._teardown.teardown(rec, self._budget(deadline, rollback=True))
             raise PodError(rec.pod_uid, rec.pod_name, step, f"{e}; rolled back") from e
         return rec
+
+    def _reconcile_cdi(self) -> None:
+        """Removes CDI specs no record accounts for (a crash between a teardown's steps, a wiped folder)."""
+        if self._cdi is None:
+            return
+        try:
+            self._cdi.reconcile({r.pod_uid for r in self.store.all()})
+        except OSError as e:  # specs are not worth failing a reconcile for; the next one retries
+            log.error("cannot reconcile CDI specs in %s (%s)", self._cdi.dir, e)
 
     def _budget(self, deadline: float | None, rollback: bool = False) -> float | None:
         return host_budget(deadline, self.config.margin_s, rollback)

@@ -10,8 +10,9 @@ from typing import Protocol
 
 from contract.host_api import HostApi
 from vm_side import host_attach
-from vm_side.adjustment import DEVINFO_SUBDIR, device_info_files
+from vm_side.adjustment import DEVINFO_SUBDIR, device_info_files, pod_cdi_spec
 from vm_side.binder import Binder, BindError
+from vm_side.cdi_store import CdiStore
 from vm_side.deadline import check_time
 from vm_side.demand import Mode, PodDemand
 from vm_side.guest_devices import DeviceFinder, Expected
@@ -38,6 +39,7 @@ class PodStart:
         steps: Sequence[PodStep],
         run_dir: Path,
         margin_s: float,
+        cdi: CdiStore | None = None,
     ) -> None:
         self._host = host
         self._store = store
@@ -47,6 +49,7 @@ class PodStart:
         self._steps = tuple(steps)
         self._run_dir = run_dir
         self._margin_s = margin_s
+        self._cdi = cdi
 
     def plan(self, demand: PodDemand) -> list[tuple[str, StartAction]]:
         """The named steps the demand needs, in order, ending with the record `ready`."""
@@ -59,6 +62,9 @@ class PodStart:
         for s in self._steps:
             if any(s.handles(m) for m in demand.modes):
                 plan.append((s.name, self._step_action(s)))
+        if self._cdi is not None and Mode.DPDK in demand.modes:
+            # Last: the spec carries the env and mounts the steps add, and exists before any container.
+            plan.append(("cdi spec", self._cdi_spec))
         plan.append(("ready", lambda rec, _d: replace(rec, state=PodState.READY)))
         return plan
 
@@ -103,6 +109,12 @@ class PodStart:
         (pod_dir / DEVINFO_SUBDIR).mkdir(parents=True, exist_ok=True)
         for name, text in device_info_files(rec).items():
             write_atomic(pod_dir / DEVINFO_SUBDIR / name, text, durable=False)  # a run folder, gone at boot
+        return rec
+
+    def _cdi_spec(self, rec: PodRecord, _deadline: float) -> PodRecord:
+        spec = pod_cdi_spec(replace(rec, state=PodState.READY))  # what the ready pod's containers get
+        if spec is not None and self._cdi is not None:
+            self._cdi.write(rec.pod_uid, spec)  # teardown removes it whether or not it got this far
         return rec
 
     def _step_action(self, step: PodStep) -> StartAction:

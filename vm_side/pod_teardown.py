@@ -13,6 +13,7 @@ from dataclasses import replace
 from contract.crash_points import CrashPoints
 from contract.host_api import HostApi, HostCallError
 from vm_side.binder import Binder, BindError
+from vm_side.cdi_store import CdiStore
 from vm_side.pod_locks import PodLocks
 from vm_side.pod_record import PodRecord, PodState
 from vm_side.pod_steps import PodStep
@@ -34,6 +35,7 @@ class PodTeardown:
         locks: PodLocks,
         crash_points: CrashPoints,
         host_timeout_s: float,
+        cdi: CdiStore | None = None,
     ) -> None:
         self._host = host
         self._store = store
@@ -44,6 +46,7 @@ class PodTeardown:
         self._locks = locks
         self._crash = crash_points
         self._host_timeout_s = host_timeout_s
+        self._cdi = cdi
         self._background_guard = threading.Lock()
         self._background: list[threading.Thread] = []
 
@@ -53,6 +56,7 @@ class PodTeardown:
         rec = replace(rec, state=PodState.RELEASING)
         self._store.save(rec)
         self._crash.reached("releasing")
+        self._remove_cdi_spec(rec)
         self._undo_steps(rec)
         if rec.run_dir is not None:
             shutil.rmtree(rec.run_dir, ignore_errors=True)
@@ -98,6 +102,15 @@ class PodTeardown:
         for t in pending:
             t.join(max(deadline - time.monotonic(), 0))
         return not any(t.is_alive() for t in pending)
+
+    def _remove_cdi_spec(self, rec: PodRecord) -> None:
+        """First of all, so no container created from now on is given devices about to go."""
+        if self._cdi is None:
+            return
+        try:
+            self._cdi.remove(rec.pod_uid)
+        except OSError as e:  # the VFs must go back all the same; reconcile retries the file
+            log.error("pod %s (%s): cannot remove its CDI spec (%s)", rec.pod_name, rec.pod_uid, e)
 
     def _undo_steps(self, rec: PodRecord) -> None:
         by_name = {s.name: s for s in self._steps}

@@ -83,6 +83,15 @@ class Device:
     gid: int | None = None
 
 
+def device_node_json(d: Device) -> dict[str, object]:
+    """A device node in the JSON shape shared by the OCI runtime spec's linux.devices and CDI's deviceNodes."""
+    out: dict[str, object] = {"path": d.path, "type": d.type, "major": d.major, "minor": d.minor}
+    for key, value in (("fileMode", d.file_mode), ("uid", d.uid), ("gid", d.gid)):
+        if value is not None:
+            out[key] = value
+    return out
+
+
 @dataclass(frozen=True)
 class ContainerAdjustment:
     annotations: Mapping[str, str] = field(default_factory=dict)

@@ -14,6 +14,8 @@ from tests.stack import SimStack
 
 def stack_for(containerd: Containerd, **kw: object) -> Iterator[SimStack]:
     work = Path(tempfile.mkdtemp(prefix="vfh-e2e-"))  # short: unix socket paths
+    # The specs go where the runtime reads them: containerd 2.x turns the pods' CDI devices into nodes.
+    kw.setdefault("cdi_spec_dir", containerd.layout.cdi_spec_dir)
     stack = SimStack(work, containerd.nri_socket, **kw)  # type: ignore[arg-type]
     try:
         yield stack.start()

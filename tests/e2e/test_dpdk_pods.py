@@ -3,6 +3,7 @@ FakeSysfsKernel for its sysfs writes (tests/e2e/fake_kernel_plugin.py); the rest
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from tests.datapath import testpmd
 from tests.e2e.conftest import stack_for
 from tests.stack import SimStack
 from vm_side.adjustment import build_adjustment
+from vm_side.cdi_store import CdiStore
 from vm_side.health_report import HEALTH_FILE, read_health
 from vm_side.record_store import RecordStore
 
@@ -49,6 +51,10 @@ def test_dpdk_pod_sees_vfio_env_devinfo_and_hugepages(containerd, stack) -> None
         Path(os.readlink(stack.guest_sysfs / "bus/pci/devices" / p / "iommu_group")).name for p in guest_pcis
     )
 
+    # Written for runtimes that read CDI; containerd 1.7.24 (NRI v0.6.1) gets the same inline.
+    spec = json.loads(CdiStore(stack.cdi_dir).path(uid).read_text())
+    assert [d["name"] for d in spec["devices"]] == [f"{uid}-net1", f"{uid}-net2"]
+
     cid = create_container(rt, pod_id, cfg, "dpdk-app")
     start_container(rt, cid)
     code, out, _ = exec_sync(rt, cid, ["ls", "/dev/vfio"])
@@ -65,6 +71,7 @@ def test_dpdk_pod_sees_vfio_env_devinfo_and_hugepages(containerd, stack) -> None
 
     remove_pod(rt, pod_id)
     assert [x for x in stack.leases() if x.pod_uid == uid] == []
+    assert CdiStore(stack.cdi_dir).pod_uids() == []
     # the VFs went back to their kernel driver before the host took them (then the sim unplugged them)
     assert all(not (stack.guest_sysfs / "bus/pci/devices" / p).exists() for p in guest_pcis)
     assert PciAddress.parse(guest_pcis[0])

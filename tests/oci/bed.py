@@ -287,7 +287,7 @@ quota = 8
     return path
 
 
-def _guest_config(guest: Path, port: int, pki_dir: Path, sysfs: Path, hugepages: Path) -> Path:
+def _guest_config(guest: Path, port: int, pki_dir: Path, sysfs: Path, hugepages: Path, cdi_dir: Path) -> Path:
     text = f"""
 log_level = "INFO"
 
@@ -308,6 +308,9 @@ sysfs_root = "{sysfs}"
 [dpdk]
 runtime_root = "{guest}/dpdk"
 hugepages = "{hugepages}"
+
+[cdi]
+spec_dir = "{cdi_dir}"
 """
     path = guest / "nri.toml"
     path.write_text(text)
@@ -315,7 +318,8 @@ hugepages = "{hugepages}"
 
 
 @contextmanager
-def bed() -> Iterator[Bed]:
+def bed(cdi_dir: Path | None = None) -> Iterator[Bed]:
+    """`cdi_dir`: where dpdk containers' CDI specs go (default: the bed's own folder)."""
     # Short folder: the admin socket path must fit in 108 bytes.
     folder = Path(tempfile.mkdtemp(prefix="vfh-oci-"))
     netns = f"vfhp-oci-{uuid.uuid4().hex[:8]}"
@@ -342,7 +346,9 @@ def bed() -> Iterator[Bed]:
         sysfs,
         guest_dir / "state",
         guest_dir / "run",
-        _guest_config(guest_dir, port, host_dir / "pki", sysfs, guest_dir / "hugepages"),
+        _guest_config(
+            guest_dir, port, host_dir / "pki", sysfs, guest_dir / "hugepages", cdi_dir or guest_dir / "cdi"
+        ),
         guest_dir / "hook.log",
     )
     front = folder / "vfhotplug-oci-hook"

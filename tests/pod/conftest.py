@@ -19,6 +19,7 @@ import pytest
 
 from host_side.backends.sim import SimBackend
 from tests.pod.fakes import FakeHost, FakeSysfsKernel, make_pool
+from vm_side.cdi_store import CdiStore
 from vm_side.demand import DemandDefaults
 from vm_side.lifecycle import LifecycleConfig, PodLifecycle
 from vm_side.netlink import GuestNetlink
@@ -65,11 +66,13 @@ class Guest:
     records: Path
     config: LifecycleConfig
 
-    def lifecycle(self, steps: Sequence[PodStep] = (), netlink: GuestNetlink | None = None) -> PodLifecycle:
+    def lifecycle(
+        self, steps: Sequence[PodStep] = (), netlink: GuestNetlink | None = None, cdi: CdiStore | None = None
+    ) -> PodLifecycle:
         """A fresh PodLifecycle over the same records: what a restarted plugin sees."""
         nl = netlink or self.netlink
         return PodLifecycle(
-            self.host, self.sysfs, nl, self.records, self.config, steps=steps, poll_interval_s=0.05
+            self.host, self.sysfs, nl, self.records, self.config, steps=steps, poll_interval_s=0.05, cdi=cdi
         )
 
 

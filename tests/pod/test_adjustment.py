@@ -5,10 +5,17 @@ import pytest
 
 from contract.host_api import GrantedVf
 from contract.pci import PciAddress
-from vm_side.adjustment import build_adjustment, container_notes, device_info_files, pool_env_name
+from vm_side.adjustment import (
+    adjustment_for,
+    build_adjustment,
+    container_notes,
+    device_info_files,
+    pod_cdi_spec,
+    pool_env_name,
+)
 from vm_side.demand import Mode, VfSlot
 from vm_side.pod_record import PodRecord, PodState, StepDone, VfBinding
-from vm_side.runtime_model import Device, Mount
+from vm_side.runtime_model import Device, Mount, RuntimeInfo, runtime_info
 
 
 def vf(i: int, pool: str, mode: Mode, group: str | None = None) -> VfBinding:
@@ -103,3 +110,21 @@ def test_only_ready_pods_get_an_adjustment():
 
 def test_pool_env_name():
     assert pool_env_name("sriov.net-a") == "PCIDEVICE_VFHOTPLUG_IO_SRIOV_NET_A"
+
+
+def test_cdi_devices_for_runtimes_that_read_them():
+    inline = build_adjustment(REC)
+    v08 = runtime_info("containerd", "2.1.9")
+    adj = adjustment_for(REC, v08)
+    assert adj.cdi_devices == ("vfhotplug.io/vf=u1-net1", "vfhotplug.io/vf=u1-net2")
+    assert not adj.devices and not adj.env and not adj.mounts  # the runtime takes them from the spec
+    assert adj.annotations == inline.annotations
+    spec = pod_cdi_spec(REC)
+    assert spec is not None and spec.qualified_names() == adj.cdi_devices
+    # containerd 1.7.24 (v0.6.1) and the OCI hooks: everything inline, no CDI names
+    assert adjustment_for(REC, RuntimeInfo()) == inline
+    assert adjustment_for(REC, None) == inline
+    # a pod without dpdk VFs has no CDI devices on any runtime
+    kernel = replace(REC, vfs=(REC.vfs[2],), vfio_container_dev=None, steps=())
+    assert pod_cdi_spec(kernel) is None
+    assert adjustment_for(kernel, v08) == build_adjustment(kernel)

@@ -70,6 +70,7 @@ def test_config_vpp_dpdk_health_tables(tmp_path: Path) -> None:
         'memif_dir = "memif"\ncheck_interval_s = 1\n'
         '[dpdk]\nruntime_root = "dpdk"\nhugepages = "/mnt/huge"\n'
         '[health]\npoll_interval_s = 2\nmetrics_address = "127.0.0.1:9108"\n'
+        '[cdi]\nspec_dir = "/etc/cdi"\n'
     )
     cfg = config.parse(text, tmp_path / "nri.toml")
     assert cfg.vpp is not None and cfg.vpp.socket == tmp_path / "vpp/api.sock"
@@ -78,6 +79,8 @@ def test_config_vpp_dpdk_health_tables(tmp_path: Path) -> None:
     assert cfg.dpdk.runtime_root == tmp_path / "dpdk" and cfg.dpdk.hugepages == Path("/mnt/huge")
     assert cfg.health.metrics_address == ("127.0.0.1", 9108) and cfg.health.poll_interval_s == 2
     assert [s.name for s in steps_from_config(cfg)] == ["dpdk env", "vpp"]
+    assert cfg.cdi.spec_dir == Path("/etc/cdi")
+    assert config.parse(MINIMAL, tmp_path / "nri.toml").cdi.spec_dir == Path("/var/run/cdi")
     empty = config.parse(MINIMAL + "[vpp]\napi_dirs = []\n", tmp_path / "nri.toml")
     assert empty.vpp is not None and empty.vpp.api_dirs is None  # fetched from VPP
 
@@ -95,6 +98,7 @@ def test_config_without_vpp_builds_no_vpp_step(tmp_path: Path) -> None:
         ('[health]\nmetrics_address = "9108"\n', "metrics_address"),
         ('[vpp]\nsokcet = "x"\n', "sokcet"),
         ("[dpdk]\nruntime_root = 3\n", "runtime_root"),
+        ('[cdi]\nspec_folder = "/etc/cdi"\n', "spec_folder"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path: Path, extra: str, needle: str) -> None:
