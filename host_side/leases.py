@@ -1,9 +1,17 @@
 """Durable leases: one SQLite row per VF holding its state and, while leased, who holds it and why.
 
 States (host_side.api.lease_state says what each one tells after a crash): free -> reserved -> attaching
--> attached (pod | warm) -> detaching -> free, plus quarantined. Every transition is committed (WAL,
-synchronous=FULL) before the caller performs the side effect it announces, so after a crash the state tells
-what may have happened.
+-> attached (pod | warm) -> detaching -> free, plus quarantined. Every transition is committed before the caller performs the side effect it announces, so after a crash
+the state tells what may have happened.
+
+Durability (WAL): a commit survives a kill -9 of the service at once (it is in the kernel's page cache); only a
+power loss or kernel crash can lose commits, and then WAL keeps a prefix of them. So only the commits that
+come before a side effect (attaching, detaching, quarantined, a claim and its undo) wait for fsync
+(synchronous=FULL). The others (reserved, attached, free, answers, inventory) do not: losing them leaves the
+state of the fsync'd commit before them (reserved -> free; attached -> attaching; free -> detaching or
+attaching), which reconcile settles by asking libvirt, as after a crash just before them; and the next
+fsync'd commit makes them durable too. The answers need no fsync either: what loses them (the host going
+down) also ends the VMs that asked, and their devices, which reconcile then frees.
 Answers of calls are stored by (VM, request id), so a retry gets the same answer.
 """
 
@@ -131,6 +139,7 @@ class LeaseStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._durable = True
         self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()
         self._crash = crash_points
@@ -140,8 +149,12 @@ class LeaseStore:
             self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction; `durable`: COMMIT returns only once the WAL is on disk (see the module doc)."""
         with self._lock:
+            if durable != self._durable:
+                self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._durable = durable
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -258,7 +271,7 @@ class LeaseStore:
     ) -> Lease:
         """Commits `lease` from the state it was read in to `to` (StaleLease if it moved meanwhile)."""
         assert to in HELD, to
-        with self._tx() as db:
+        with self._tx(durable=to is not LeaseState.ATTACHED) as db:
             cur = db.execute(
                 "UPDATE vfs SET state=?, guest_pci=COALESCE(?, guest_pci), original=COALESCE(?, original),"
                 " reason=?, since=? WHERE lease_id=? AND state=?",
@@ -304,7 +317,7 @@ class LeaseStore:
         desired: VfSettings,
     ) -> Lease | None:
         """Gives a warm spare to a pod in one transaction; None if someone else took it first."""
-        with self._tx() as db:
+        with self._tx(durable=True) as db:
             cur = db.execute(
                 "UPDATE vfs SET pod_uid=?, pod_name=?, request_id=?, request_index=?, desired=?, since=?"
                 f" WHERE lease_id=? AND state='{_ATTACHED}' AND pod_uid IS NULL",
@@ -325,7 +338,7 @@ class LeaseStore:
 
     def unclaim(self, spare: Lease) -> None:
         """Turns a claimed spare back into the warm one it was (rollback of a failed Attach)."""
-        with self._tx() as db:
+        with self._tx(durable=True) as db:
             db.execute(
                 "UPDATE vfs SET pod_uid=NULL, pod_name=NULL, request_id=NULL, desired=?, since=?"
                 " WHERE lease_id=?",

@@ -46,7 +46,7 @@ class _Bed:
         cfg = write_config(tmp, pki_dir=pki_dir, port=free_port(), quota=64, pfs=tuple(pfs))
         self.port = int(cfg.read_text().split('tcp = "127.0.0.1:')[1].split('"')[0])
         self.pki_dir = pki_dir
-        self.proc = launch(cfg, tmp / "fake")
+        self.proc = launch(cfg, tmp / "fake", in_memory=True)
         self._n = 0
 
     def client(self, vm: str) -> HostClient:
