@@ -14,6 +14,7 @@ from pathlib import Path
 from contract.errors import ErrorKind
 from contract.host_api import HostCallError
 from host_side.api.client import HostClient
+from host_side.api.lease_state import LeaseState
 
 DEFAULT_SOCKET = "/run/vfhotplug/host.sock"
 
@@ -22,7 +23,7 @@ def _status(client: HostClient) -> int:
     h = client.health()
     print(f"serving: {h.serving}  backend: {h.backend}")
     pools = sorted({pool for pool, _ in h.vfs})
-    states = ("free", "reserved", "attaching", "warm", "attached", "detaching", "quarantined")
+    states = tuple(LeaseState)
     print(f"{'pool':<16}" + "".join(f"{s:>12}" for s in states))
     for pool in pools:
         print(f"{pool:<16}" + "".join(f"{h.vfs.get((pool, s), 0):>12}" for s in states))

@@ -29,6 +29,7 @@ from contract.errors import (
 )
 from contract.host_api import GrantedVf, VfRequest
 from contract.pci import PciAddress
+from host_side.api.lease_state import LeaseState, reported
 from host_side.backends.base import Hotplug, Observe, VfNetlink, VfSettings
 from host_side.config import HostConfig, PoolConfig, VmConfig
 from host_side.inventory import SysfsInventory
@@ -219,7 +220,7 @@ class Engine:
                 return _load_granted(stored[1])
             total = sum(r.count for r in requests)
             prior = self._store.leases(vm=vm.identity, request_id=request_id)
-            if prior and len(prior) == total and all(le.state == "attached" for le in prior):
+            if prior and len(prior) == total and all(le.state is LeaseState.ATTACHED for le in prior):
                 granted = [_granted(le) for le in prior]  # finished before a crash took the answer away
             else:
                 for le in prior:  # a half-done earlier try: give it back, start again
@@ -251,7 +252,7 @@ class Engine:
         with self._plugger.phase("allocate"), self._plugger.alloc:
             used = self._store.used_macs()
             held = self._store.leases(vm=vm.identity)
-            warm = [le for le in held if le.state == "attached" and le.pod_uid is None]
+            warm = [le for le in held if reported(le.state, le.pod_uid) is LeaseState.WARM]
             cold: list[tuple[int, VfRequest, PoolConfig]] = []
             for i, (req, pool) in enumerate(zip(requests, pools, strict=True)):
                 for _ in range(req.count):
@@ -325,7 +326,7 @@ class Engine:
             for le in reserved:
                 current = self._store.get(le.lease_id)
                 # A quarantined one timed out: its device may still appear, so it waits for reconcile.
-                if current is not None and current.state != "quarantined":
+                if current is not None and current.state is not LeaseState.QUARANTINED:
                     self._plugger.undo(current)
             raise
         log.info(
@@ -437,7 +438,7 @@ class Engine:
                 targets, gone = [], []
                 for lid in lease_ids:
                     le = self._store.get(lid)
-                    if le is None or le.state == "free":
+                    if le is None or le.state is LeaseState.FREE:
                         gone.append(lid)  # released before (a retry after a crash)
                     elif vm is not None and le.vm != vm.identity:
                         raise PermissionDenied(
@@ -445,7 +446,7 @@ class Engine:
                         )
                     else:
                         targets.append(le)
-            busy = [le.lease_id for le in targets if le.state in ("reserved", "attaching")]
+            busy = [le.lease_id for le in targets if le.state in (LeaseState.RESERVED, LeaseState.ATTACHING)]
             if busy and vm is not None:
                 raise PreconditionFailed(
                     f"lease(s) {', '.join(busy)} are still being attached; retry shortly"
@@ -460,7 +461,7 @@ class Engine:
                     le.vf.pci,
                     le.pod_uid,
                     le.vm,
-                    "free" if le.lease_id in released else "quarantined",
+                    LeaseState.FREE if le.lease_id in released else LeaseState.QUARANTINED,
                 )
             result = ReleaseResult(tuple(released), tuple(quarantined))
             if request_id and vm is not None:
@@ -472,7 +473,7 @@ class Engine:
         live = set(live_pod_uids)
         cutoff = time.time() - self._cfg.timeouts.sync_grace_s
         released, quarantined = list[str](), list[str]()
-        for le in self._store.leases(vm=vm.identity, states=("attached",)):
+        for le in self._store.leases(vm=vm.identity, states=(LeaseState.ATTACHED,)):
             if le.pod_uid is None or le.pod_uid in live or le.since > cutoff:
                 continue
             log.info(
@@ -508,7 +509,9 @@ class Engine:
                 with self._plugger.alloc:
                     held = self._store.leases(vm=vm.identity)
                     spares = Counter(
-                        le.pool for le in held if le.pod_uid is None and le.state != "quarantined"
+                        le.pool
+                        for le in held
+                        if le.pod_uid is None and le.state is not LeaseState.QUARANTINED
                     )
                     room = vm.quota - len(held)
                     cold: list[tuple[int, VfRequest, PoolConfig]] = []

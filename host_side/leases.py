@@ -1,13 +1,17 @@
 """Durable leases: one SQLite row per VF holding its state and, while leased, who holds it and why.
 
-States: free -> reserved -> attaching -> attached (pod | warm) -> detaching -> free, plus quarantined.
-Every transition is committed (WAL, synchronous=FULL) before the caller performs the side effect it
-announces, so after a crash the state tells what may have happened:
-  reserved     nothing touched yet
-  attaching    VF settings and the hot-plug may have happened (original settings are saved)
-  attached     the device is in the guest
-  detaching    the unplug may have happened
-  quarantined  the outcome is unknown (timeout); only an admin or a reconcile that sees the truth frees it
+States (host_side.api.lease_state says what each one tells after a crash): free -> reserved -> attaching
+-> attached (pod | warm) -> detaching -> free, plus quarantined. Every transition is committed before the caller performs the side effect it announces, so after a crash
+the state tells what may have happened.
+
+Durability (WAL): a commit survives a kill -9 of the service at once (it is in the kernel's page cache); only a
+power loss or kernel crash can lose commits, and then WAL keeps a prefix of them. So only the commits that
+come before a side effect (attaching, detaching, quarantined, a claim and its undo) wait for fsync
+(synchronous=FULL). The others (reserved, attached, free, answers, inventory) do not: losing them leaves the
+state of the fsync'd commit before them (reserved -> free; attached -> attaching; free -> detaching or
+attaching), which reconcile settles by asking libvirt, as after a crash just before them; and the next
+fsync'd commit makes them durable too. The answers need no fsync either: what loses them (the host going
+down) also ends the VMs that asked, and their devices, which reconcile then frees.
 Answers of calls are stored by (VM, request id), so a retry gets the same answer.
 """
 
@@ -27,29 +31,29 @@ from pathlib import Path
 from contract.crash_points import NO_CRASHES, CrashPoints
 from contract.errors import ErrorKind, HostSideError
 from contract.pci import PciAddress
+from host_side.api.lease_state import HELD, LeaseState, reported
 from host_side.backends.base import VfRef, VfSettings
 from host_side.inventory import VfInfo
 from host_side.policy import Candidate
 
 log = logging.getLogger(__name__)
 
-STATES = ("free", "reserved", "attaching", "attached", "detaching", "quarantined")
-HELD = ("reserved", "attaching", "attached", "detaching", "quarantined")
+_FREE, _ATTACHED = LeaseState.FREE.value, LeaseState.ATTACHED.value  # SQL literals: partial indexes need them
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS vfs (
   pci TEXT PRIMARY KEY,
   pool TEXT NOT NULL, pf TEXT NOT NULL, pf_pci TEXT NOT NULL, idx INTEGER NOT NULL,
   numa INTEGER, iommu_group INTEGER, iommu_group_size INTEGER NOT NULL,
   present INTEGER NOT NULL DEFAULT 1,
-  state TEXT NOT NULL DEFAULT 'free',
+  state TEXT NOT NULL DEFAULT '{_FREE}',
   lease_id TEXT UNIQUE, vm TEXT, domain TEXT, pod_uid TEXT, pod_name TEXT,
   request_id TEXT, request_index INTEGER, guest_pci TEXT,
   desired TEXT, original TEXT, reason TEXT, since REAL
 );
 CREATE INDEX IF NOT EXISTS vfs_pool_state ON vfs (pool, state, pf, idx);
 CREATE INDEX IF NOT EXISTS vfs_vm ON vfs (vm, pod_uid);
-CREATE INDEX IF NOT EXISTS vfs_held ON vfs (state) WHERE state != 'free';
+CREATE INDEX IF NOT EXISTS vfs_held ON vfs (state) WHERE state != '{_FREE}';
 CREATE TABLE IF NOT EXISTS answers (
   vm TEXT NOT NULL, request_id TEXT NOT NULL, kind TEXT NOT NULL, answer TEXT NOT NULL, created REAL NOT NULL,
   PRIMARY KEY (vm, request_id)
@@ -66,7 +70,7 @@ class StaleLease(HostSideError):
 @dataclass(frozen=True)
 class Lease:
     lease_id: str
-    state: str
+    state: LeaseState
     pool: str
     vf: VfRef
     numa: int | None
@@ -105,7 +109,7 @@ def _lease(row: sqlite3.Row) -> Lease:
     assert desired is not None
     return Lease(
         lease_id=row["lease_id"],
-        state=row["state"],
+        state=LeaseState(row["state"]),
         pool=row["pool"],
         vf=VfRef(row["pf"], PciAddress.parse(row["pf_pci"]), row["idx"], PciAddress.parse(row["pci"])),
         numa=row["numa"],
@@ -135,6 +139,7 @@ class LeaseStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._durable = True
         self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()
         self._crash = crash_points
@@ -144,8 +149,12 @@ class LeaseStore:
             self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction; `durable`: COMMIT returns only once the WAL is on disk (see the module doc)."""
         with self._lock:
+            if durable != self._durable:
+                self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._durable = durable
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -184,7 +193,7 @@ class LeaseStore:
             for row in db.execute("SELECT pci, state FROM vfs").fetchall():
                 if row["pci"] in now_present:
                     continue
-                if row["state"] == "free":
+                if row["state"] == LeaseState.FREE:
                     db.execute("DELETE FROM vfs WHERE pci=?", (row["pci"],))
                 else:
                     db.execute("UPDATE vfs SET present=0 WHERE pci=?", (row["pci"],))
@@ -194,7 +203,7 @@ class LeaseStore:
 
         Counting runs on the (pool, state, pf, idx) index and each PF's list is an index range with a
         LIMIT, so a call costs about the same with 64 or 4096 VFs in the pool."""
-        usable = "pool=? AND state='free' AND present=1 AND iommu_group_size<=1 AND (? IS NULL OR numa=?)"
+        usable = f"pool=? AND state='{_FREE}' AND present=1 AND iommu_group_size<=1 AND (? IS NULL OR numa=?)"
         out: list[Candidate] = []
         with self._lock:
             counts = self._db.execute(
@@ -207,7 +216,8 @@ class LeaseStore:
                     (pool, numa, numa, pf, per_pf),
                 ).fetchall()
                 out.extend(
-                    Candidate(PciAddress.parse(r[0]), pf, r[1], r[2], r[3], r[4], "free", free) for r in rows
+                    Candidate(PciAddress.parse(r[0]), pf, r[1], r[2], r[3], r[4], LeaseState.FREE, free)
+                    for r in rows
                 )
         return out
 
@@ -217,9 +227,9 @@ class LeaseStore:
         with self._tx() as db:
             for p in picks:
                 cur = db.execute(
-                    "UPDATE vfs SET state='reserved', lease_id=?, vm=?, domain=?, pod_uid=?, pod_name=?,"
+                    f"UPDATE vfs SET state='{LeaseState.RESERVED.value}', lease_id=?, vm=?, domain=?, pod_uid=?, pod_name=?,"
                     " request_id=?, request_index=?, guest_pci=NULL, desired=?, original=NULL, reason=NULL,"
-                    " since=? WHERE pci=? AND state='free' AND present=1",
+                    f" since=? WHERE pci=? AND state='{_FREE}' AND present=1",
                     (
                         p.lease_id,
                         p.vm,
@@ -236,7 +246,7 @@ class LeaseStore:
                 if cur.rowcount != 1:
                     raise StaleLease(f"VF {p.pci} is no longer free; retry the call")
             leases = [self._get(db, p.lease_id) for p in picks]
-        self._committed("reserved")
+        self._committed(LeaseState.RESERVED)
         return leases
 
     def _get(self, db: sqlite3.Connection, lease_id: str) -> Lease:
@@ -253,7 +263,7 @@ class LeaseStore:
     def move(
         self,
         lease: Lease,
-        to: str,
+        to: LeaseState,
         *,
         guest_pci: PciAddress | None = None,
         original: VfSettings | None = None,
@@ -261,7 +271,7 @@ class LeaseStore:
     ) -> Lease:
         """Commits `lease` from the state it was read in to `to` (StaleLease if it moved meanwhile)."""
         assert to in HELD, to
-        with self._tx() as db:
+        with self._tx(durable=to is not LeaseState.ATTACHED) as db:
             cur = db.execute(
                 "UPDATE vfs SET state=?, guest_pci=COALESCE(?, guest_pci), original=COALESCE(?, original),"
                 " reason=?, since=? WHERE lease_id=? AND state=?",
@@ -286,7 +296,7 @@ class LeaseStore:
         """Ends the lease: the VF is free again (or dropped when sysfs no longer has it)."""
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE vfs SET state='free', lease_id=NULL, vm=NULL, domain=NULL, pod_uid=NULL,"
+                f"UPDATE vfs SET state='{_FREE}', lease_id=NULL, vm=NULL, domain=NULL, pod_uid=NULL,"
                 " pod_name=NULL, request_id=NULL, request_index=NULL, guest_pci=NULL, desired=NULL,"
                 " original=NULL, reason=NULL, since=? WHERE lease_id=? AND state=?",
                 (time.time(), lease.lease_id, lease.state),
@@ -295,7 +305,7 @@ class LeaseStore:
                 raise StaleLease(f"lease {lease.lease_id} left state {lease.state} meanwhile")
             db.execute("DELETE FROM vfs WHERE pci=? AND present=0", (str(lease.vf.pci),))
         log.debug("lease %s ended; VF %s free", lease.lease_id, lease.vf.pci)
-        self._committed("free")
+        self._committed(LeaseState.FREE)
 
     def claim_warm(
         self,
@@ -307,10 +317,10 @@ class LeaseStore:
         desired: VfSettings,
     ) -> Lease | None:
         """Gives a warm spare to a pod in one transaction; None if someone else took it first."""
-        with self._tx() as db:
+        with self._tx(durable=True) as db:
             cur = db.execute(
                 "UPDATE vfs SET pod_uid=?, pod_name=?, request_id=?, request_index=?, desired=?, since=?"
-                " WHERE lease_id=? AND state='attached' AND pod_uid IS NULL",
+                f" WHERE lease_id=? AND state='{_ATTACHED}' AND pod_uid IS NULL",
                 (
                     pod_uid,
                     pod_name,
@@ -328,7 +338,7 @@ class LeaseStore:
 
     def unclaim(self, spare: Lease) -> None:
         """Turns a claimed spare back into the warm one it was (rollback of a failed Attach)."""
-        with self._tx() as db:
+        with self._tx(durable=True) as db:
             db.execute(
                 "UPDATE vfs SET pod_uid=NULL, pod_name=NULL, request_id=NULL, desired=?, since=?"
                 " WHERE lease_id=?",
@@ -341,7 +351,7 @@ class LeaseStore:
         vm: str | None = None,
         pod_uid: str | None = None,
         request_id: str | None = None,
-        states: Sequence[str] = HELD,
+        states: Sequence[LeaseState] = HELD,
     ) -> list[Lease]:
         sql = f"SELECT * FROM vfs WHERE state IN ({','.join('?' * len(states))})"
         args: list[object] = list(states)
@@ -354,17 +364,20 @@ class LeaseStore:
         return [_lease(r) for r in rows]
 
     def counts(self) -> Counter[tuple[str, str]]:
-        """VFs per (pool, state); warm spares are counted as state 'warm'."""
+        """VFs per (pool, reported state): warm spares apart from attached leases."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT pool, CASE WHEN state='attached' AND pod_uid IS NULL THEN 'warm' ELSE state END s,"
-                " COUNT(*) FROM vfs GROUP BY pool, s"
+                # pod_uid: any row's of the group, all NULL or none (the group says which)
+                "SELECT pool, state, pod_uid, COUNT(*) FROM vfs GROUP BY pool, state, pod_uid IS NULL"
             ).fetchall()
-        return Counter({(r[0], r[1]): r[2] for r in rows})
+        out: Counter[tuple[str, str]] = Counter()
+        for pool, state, pod_uid, n in rows:
+            out[pool, reported(LeaseState(state), pod_uid)] += n
+        return out
 
     def used_macs(self) -> set[str]:
         with self._lock:
-            rows = self._db.execute("SELECT desired FROM vfs WHERE state != 'free'").fetchall()
+            rows = self._db.execute(f"SELECT desired FROM vfs WHERE state != '{_FREE}'").fetchall()
         return {json.loads(r[0])["mac"] for r in rows}
 
     def answer(self, vm: str, request_id: str) -> tuple[str, str] | None:

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from contract.errors import BackendUnavailable, DeadlineExceeded, HostSideError, NotFound, PreconditionFailed
+from host_side.api.lease_state import LeaseState
 from host_side.backends.base import Hotplug, Observe, VfNetlink, lease_alias
 from host_side.config import Timeouts
 from host_side.leases import Lease, LeaseStore
@@ -95,7 +96,7 @@ class Plugger:
         what = f"VF {lease.vf.pci} for pod {lease.pod_uid} on VM {lease.vm}"
         with self.phase("netlink"):
             original = self._netlink.read_vf(lease.vf)
-        lease = self._store.move(lease, "attaching", original=original)
+        lease = self._store.move(lease, LeaseState.ATTACHING, original=original)
         asked_libvirt = False
         try:
             with self.phase("netlink"):
@@ -117,11 +118,11 @@ class Plugger:
         except BaseException:  # libvirt refused (or the VF settings failed): nothing reached the guest
             self.restore_and_free(lease)
             raise
-        return self._store.move(lease, "attached", guest_pci=dev.guest_pci)
+        return self._store.move(lease, LeaseState.ATTACHED, guest_pci=dev.guest_pci)
 
     def quarantine(self, lease: Lease, reason: str) -> None:
         """Keeps the VF out of use until an admin or a reconcile that sees the truth frees it."""
-        self._store.move(lease, "quarantined", reason=reason)
+        self._store.move(lease, LeaseState.QUARANTINED, reason=reason)
         log.error(
             "VF %s (lease %s, pod %s, VM %s) quarantined: %s",
             lease.vf.pci,
@@ -154,15 +155,15 @@ class Plugger:
 
     def undo(self, lease: Lease, timeout_s: float | None = None) -> bool:
         """Takes a lease back in whatever state it is; True when the VF is free again."""
-        if lease.state == "reserved":
+        if lease.state is LeaseState.RESERVED:
             self._store.free(lease)  # nothing was touched yet
             return True
         return self.unplug(lease, timeout_s)
 
     def unplug(self, lease: Lease, timeout_s: float | None = None) -> bool:
         """-> detaching -> (device gone, settings restored) free; a timeout quarantines. True when freed."""
-        if lease.state != "detaching":
-            lease = self._store.move(lease, "detaching", reason=lease.reason)
+        if lease.state is not LeaseState.DETACHING:
+            lease = self._store.move(lease, LeaseState.DETACHING, reason=lease.reason)
         alias = lease_alias(lease.lease_id)
         timeout = timeout_s if timeout_s is not None else self._timeouts.detach_s
         try:

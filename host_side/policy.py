@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from contract.errors import Exhausted, InvalidRequest, PermissionDenied
 from contract.host_api import VfRequest
 from contract.pci import PciAddress
+from host_side.api.lease_state import LeaseState
 from host_side.config import PoolConfig
 
 _MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
@@ -27,7 +28,7 @@ class Candidate:
     numa: int | None
     iommu_group: int | None
     iommu_group_size: int
-    state: str
+    state: LeaseState
     # Usable free VFs of this VF's PF when the caller passes only the first few of each PF (a store
     # with thousands of VFs does); None: count the candidates given.
     pf_free: int | None = None
@@ -51,7 +52,7 @@ def choose_vfs(
     """
     by_pf: dict[str, list[Candidate]] = {}
     for c in candidates:
-        if c.state != "free" or c.iommu_group_size > 1:
+        if c.state is not LeaseState.FREE or c.iommu_group_size > 1:
             continue
         if numa is not None and c.numa != numa:
             continue

@@ -10,6 +10,7 @@ import logging
 import time
 
 from contract.errors import BackendUnavailable, HostSideError
+from host_side.api.lease_state import LeaseState
 from host_side.backends.base import Hotplug, PluggedDevice, VfNetlink, lease_alias
 from host_side.config import HostConfig
 from host_side.inventory import SysfsInventory
@@ -91,12 +92,12 @@ class Reconciler:
                     log.warning("reconcile: could not unplug %s from %s: %s", alias, domain, e)
 
     def _settle(self, le: Lease, dev: PluggedDevice | None, running: bool, startup: bool) -> None:
-        if le.state == "reserved":
+        if le.state is LeaseState.RESERVED:
             self._store.free(le)
             log.info("reconcile: lease %s (VF %s) was only reserved; freed", le.lease_id, le.vf.pci)
-        elif dev is not None and le.state in ("attaching", "attached"):
-            if le.state == "attaching" or le.guest_pci is None:
-                self._store.move(le, "attached", guest_pci=dev.guest_pci)
+        elif dev is not None and le.state in (LeaseState.ATTACHING, LeaseState.ATTACHED):
+            if le.state is LeaseState.ATTACHING or le.guest_pci is None:
+                self._store.move(le, LeaseState.ATTACHED, guest_pci=dev.guest_pci)
                 log.info(
                     "reconcile: adopted lease %s (VF %s in %s at %s)",
                     le.lease_id,
@@ -110,7 +111,7 @@ class Reconciler:
             self._plugger.unplug(le)
         elif (
             running
-            and le.state == "quarantined"
+            and le.state is LeaseState.QUARANTINED
             and (le.reason or "").startswith(ATTACH_UNKNOWN)
             and time.time() - le.since <= self._cfg.timeouts.attach_s
         ):

@@ -19,6 +19,7 @@ from contract.errors import ConfigError, HostSideError, PermissionDenied
 from host_side.api import hostplug_pb2 as _pb
 from host_side.api import hostplug_pb2_grpc as _grpc
 from host_side.api.certs import expiry_message, facts, now_utc
+from host_side.api.lease_state import reported
 from host_side.api.wire import granted_to_pb, request_from_pb
 from host_side.config import HostConfig, VmConfig
 from host_side.credentials import ServerTls
@@ -42,7 +43,7 @@ RETRY_AFTER_KEY = "retry-after-ms"
 def lease_to_pb(le: Lease) -> _pb.Lease:
     m = _pb.Lease(
         lease_id=le.lease_id,
-        state="warm" if le.state == "attached" and le.pod_uid is None else le.state,
+        state=reported(le.state, le.pod_uid),
         vm=le.vm,
         pool=le.pool,
         pf=le.vf.pf,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from contract.host_api import GrantedVf, VfRequest
 from contract.pci import PciAddress
 from host_side.api import hostplug_pb2 as _pb
+from host_side.api.lease_state import LeaseState
 
 
 def request_to_pb(r: VfRequest) -> _pb.VfRequest:
@@ -74,10 +75,10 @@ def granted_from_pb(m: _pb.GrantedVf) -> GrantedVf:
 
 @dataclass(frozen=True)
 class LeaseInfo:
-    """A lease as List reports it (state 'warm' is an attached spare without a pod)."""
+    """A lease as List reports it (its state as `lease_state.reported` says)."""
 
     lease_id: str
-    state: str
+    state: LeaseState
     vm: str
     pool: str
     pf: str
@@ -96,7 +97,7 @@ class LeaseInfo:
 def lease_from_pb(m: _pb.Lease) -> LeaseInfo:
     return LeaseInfo(
         lease_id=m.lease_id,
-        state=m.state,
+        state=LeaseState(m.state),
         vm=m.vm,
         pool=m.pool,
         pf=m.pf,

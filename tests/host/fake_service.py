@@ -27,14 +27,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fake_service")
     p.add_argument("--config", required=True)
     p.add_argument("--fake-state", required=True)
+    p.add_argument("--in-memory", action="store_true", help="fakes keep no files (the benchmark)")
     p.add_argument("--log-level", default="WARNING")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config.load(Path(args.config))
     state = Path(args.fake_state)
     state.mkdir(parents=True, exist_ok=True)
-    hotplug = FakeHotplug({vm.domain: FakeDomain() for vm in cfg.vms.values()}, state=state / "libvirt.json")
-    netlink = FakeVfNetlink(state=state / "netlink.json")
+    # Their files are what a kill -9 leaves of libvirt's and the kernel's state (the crash tests).
+    files = not args.in_memory
+    hotplug = FakeHotplug(
+        {vm.domain: FakeDomain() for vm in cfg.vms.values()}, state=state / "libvirt.json" if files else None
+    )
+    netlink = FakeVfNetlink(state=state / "netlink.json" if files else None)
     stop, reload = threading.Event(), threading.Event()
     install_signals(stop, reload)
     serve(cfg, hotplug, netlink, Metrics(), stop, reload)
@@ -48,11 +53,20 @@ if __name__ == "__main__":
 REPO = Path(__file__).resolve().parents[2]
 
 
-def launch(cfg_path: Path, fake_state: Path, *, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Starts the service process and returns once its admin socket answers Health."""
+def launch(
+    cfg_path: Path, fake_state: Path, *, env: dict[str, str] | None = None, in_memory: bool = False
+) -> subprocess.Popen[bytes]:
+    """Starts the service process and returns once its admin socket answers Health. `in_memory`: the fakes
+    write no state files, so a benchmark measures the service, not the fakes' file renames."""
     cfg = config.load(cfg_path)
     fake_state.mkdir(parents=True, exist_ok=True)
-    args = ["--config", str(cfg_path), "--fake-state", str(fake_state)]
+    args = [
+        "--config",
+        str(cfg_path),
+        "--fake-state",
+        str(fake_state),
+        *(["--in-memory"] if in_memory else []),
+    ]
     with (fake_state / "service.log").open("ab") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.host.fake_service", *args],

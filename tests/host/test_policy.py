@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from contract.errors import Exhausted, InvalidRequest, PermissionDenied
 from contract.host_api import VfRequest
 from contract.pci import PciAddress
+from host_side.api.lease_state import LeaseState
 from host_side.config import PoolConfig
 from host_side.policy import (
     Candidate,
@@ -25,7 +26,9 @@ POOL = PoolConfig("net", ("ens1f0",), None, 0, False, False, 0, 0)
 
 def cand(pf: str, index: int, *, numa: int | None = 0, state: str = "free", group_size: int = 1) -> Candidate:
     bus = 0x3C if pf == "a" else 0x5F
-    return Candidate(PciAddress(0, bus, index // 8, index % 8), pf, index, numa, index, group_size, state)
+    return Candidate(
+        PciAddress(0, bus, index // 8, index % 8), pf, index, numa, index, group_size, LeaseState(state)
+    )
 
 
 def test_spreads_over_pfs_most_free_first_then_lowest_index():
