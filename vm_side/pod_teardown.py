@@ -17,7 +17,7 @@ from vm_side.cdi_store import CdiStore
 from vm_side.pod_locks import PodLocks
 from vm_side.pod_record import PodRecord, PodState
 from vm_side.pod_steps import PodStep
-from vm_side.record_store import RecordStore
+from vm_side.record_store import RecordStore, StateWriteError
 from vm_side.release_journal import OwedRelease, ReleaseJournal, ReleaseWorker, settle
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,12 @@ class PodTeardown:
         """Undo in reverse, then release on the host; journal the release if the host does not confirm.
         The caller holds the pod's lock."""
         rec = replace(rec, state=PodState.RELEASING)
-        self._store.save(rec)
+        try:
+            self._store.save(rec)
+        except StateWriteError as e:
+            # Giving the VFs back matters more than marking it: a crash from here on leaves the older record,
+            # which names the same VFs, and the next reconcile undoes it all the same.
+            log.error("pod %s (%s): %s; releasing without the mark", rec.pod_name, rec.pod_uid, e)
         self._crash.reached("releasing")
         self._remove_cdi_spec(rec)
         self._undo_steps(rec)
@@ -75,7 +80,17 @@ class PodTeardown:
             log.warning(
                 "pod %s (%s): host release not confirmed (%s); journaled", rec.pod_name, rec.pod_uid, e
             )
-            self._journal.add(owed)
+            try:
+                self._journal.add(owed)
+            except StateWriteError as je:
+                # Neither the host nor the disk: the record stays, and the next reconcile releases it.
+                log.error(
+                    "pod %s (%s): %s; the record is kept for the next reconcile",
+                    rec.pod_name,
+                    rec.pod_uid,
+                    je,
+                )
+                return
             self._worker.kick()
         self._store.remove(rec.pod_uid)
 

@@ -25,14 +25,26 @@ from vm_side.pod_record import (
 log = logging.getLogger(__name__)
 
 
+class StateWriteError(OSError):
+    """A record or journal entry could not be written (most often: the state folder's disk is full)."""
+
+
 def write_atomic(path: Path, text: str, durable: bool = True) -> None:
-    """Replace `path` with `text` atomically; `durable` also survives a power loss (fsyncs)."""
+    """Replace `path` with `text` atomically (`durable`: fsynced, survives a power loss too), or raise
+    StateWriteError leaving the old file and no temp file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as f:
-        f.write(text)
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
+    try:
+        with tmp.open("w") as f:
+            f.write(text)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise StateWriteError(
+            e.errno,
+            f"cannot write {path.name} in {path.parent}: {e.strerror}; free space in the state folder",
+        ) from e
     tmp.replace(path)
     if not durable:
         return
