@@ -23,9 +23,9 @@ from testbed.containerd import (
     start_container,
     stop_and_remove_pod,
 )
+from testbed.containerd.instance import NRI_TABLE
 
 pytestmark = pytest.mark.containerd
-NRI_TABLE = "io.containerd.nri.v1.nri"
 
 
 def _pod_ids(cd: Containerd) -> set[str]:
