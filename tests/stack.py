@@ -57,6 +57,10 @@ class SimStack:
     metrics_port: int = field(default_factory=free_port)
     warm_refill_s: float = 5.0
     port: int = field(default_factory=free_port)
+    pools: tuple[str, ...] = (POOL,)  # one PF of `vfs` VFs each
+    plugin_target_port: int | None = (
+        None  # where the plugin dials the host (a gate in between); default `port`
+    )
     host_proc: subprocess.Popen[bytes] | None = None
     plugin_proc: subprocess.Popen[bytes] | None = None
 
@@ -105,7 +109,23 @@ class SimStack:
             pki.issue(self.pki_dir, "host", server=True, sans=["127.0.0.1"])
             pki.issue(self.pki_dir, VM)
         if not (self.work / "host-sys").exists():
-            make_pf(self.work / "host-sys", "0000:3b:00.0", "ens1f0", self.vfs, first_group=100)
+            for i, _ in enumerate(self.pools):
+                make_pf(
+                    self.work / "host-sys",
+                    f"0000:{0x3B + 2 * i:02x}:00.0",
+                    f"ens{i + 1}f0",
+                    self.vfs,
+                    first_group=100 + 100 * i,
+                )
+        pools = "".join(
+            f"""
+[pools.{name}]
+pfs = ["ens{i + 1}f0"]
+warm_spares = {self.warm}
+allow_trust = true
+"""
+            for i, name in enumerate(self.pools)
+        )
         self.host_config.write_text(
             f"""backend = "sim"
 state_dir = "host-state"
@@ -126,12 +146,7 @@ attach_s = 5
 detach_s = 5
 sync_grace_s = 1
 warm_refill_interval_s = {self.warm_refill_s}
-
-[pools.{POOL}]
-pfs = ["ens1f0"]
-warm_spares = {self.warm}
-allow_trust = true
-
+{pools}
 [vms.{VM}]
 domain = "dom-{VM}"
 quota = {self.quota}
@@ -143,14 +158,14 @@ socket = "{self.nri_socket}"
 index = "{self.plugin_index}"
 
 [host]
-target = "127.0.0.1:{self.port}"
+target = "127.0.0.1:{self.plugin_target_port or self.port}"
 ca = "pki/ca.pem"
 cert = "pki/{VM}.pem"
 key = "pki/{VM}.key"
 timeout_s = 5
 
 [pods]
-default_pool = "{POOL}"
+default_pool = "{self.pools[0]}"
 state_dir = "nri-state"
 run_dir = "nri-run"
 sysfs_root = "guest-sys"

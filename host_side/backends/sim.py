@@ -34,6 +34,11 @@ SIM_DRIVER = "iavf"
 _FIRST_BUS, _LAST_BUS = 0x10, 0xFE  # one pcie-root-port bus per hot-plugged device, as QEMU lays them out
 
 
+def netdev_prefix(guest_sysfs_root: Path) -> str:
+    """What every netdev name of the simulated guest at `guest_sysfs_root` starts with (the tag of its root)."""
+    return "vfsim" + hashlib.sha256(str(guest_sysfs_root.resolve()).encode()).hexdigest()[:3]
+
+
 class SimBackend:
     def __init__(
         self, guest_sysfs_root: Path, netns: str | None = None, state_file: Path | None = None
@@ -44,7 +49,7 @@ class SimBackend:
         self._lock = threading.Lock()
         # Netdev names carry a tag of this backend's guest root: two simulated guests on one kernel (two
         # test runs, or a service restarted on another root) never delete each other's "stale" netdevs.
-        self._tag = hashlib.sha256(str(guest_sysfs_root.resolve()).encode()).hexdigest()[:3]
+        self._prefix = netdev_prefix(guest_sysfs_root)
         for drv in (SIM_DRIVER, "vfio-pci"):
             (self.root / "bus/pci/drivers" / drv).mkdir(parents=True, exist_ok=True)
 
@@ -103,7 +108,7 @@ class SimBackend:
 
     def netdev_name(self, bus: int) -> str:
         """The netdev of the device on guest bus `bus` (its veth peer adds "p"); 15 characters at most."""
-        return f"vfsim{self._tag}{bus:02x}"
+        return f"{self._prefix}{bus:02x}"
 
     # -- Hotplug -------------------------------------------------------------------------------------
     def domain_running(self, domain: str) -> bool:
