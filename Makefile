@@ -4,7 +4,7 @@ VENV    := .venv/.stamp
 PROTOC  := $(PY) -m grpc_tools.protoc
 PKGS    := contract vm_side nri_plugin oci_hooks host_side testbed lab
 
-.PHONY: demo test lab lab-d bench lint type proto check testbeds testbed-containerd testbed-libvirt testbed-dpdk testbed-oci testbed-lab testbed-lab-d clean
+.PHONY: demo test soak lab lab-d bench lint type proto check testbeds testbed-containerd testbed-libvirt testbed-dpdk testbed-oci testbed-lab testbed-lab-d clean
 
 $(VENV): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
@@ -51,6 +51,10 @@ lab-d: $(VENV) testbed-lab-d
 
 test: $(VENV) testbeds
 	$(PY) -m pytest -q -m "not lab"
+
+# The chaos soak: faults across plugin, host service and containerd, then the invariants (20 min per release).
+soak: $(VENV) testbed-containerd
+	$(PY) -m tests.soak $(SOAK_ARGS)
 
 bench: $(VENV) testbeds testbed-lab
 	$(PY) -m tests.bench
