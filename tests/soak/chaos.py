@@ -59,8 +59,12 @@ class Chaos:
         self._thread.join(120)
 
     def _run(self) -> None:
+        # Rounds of every fault once, each round shuffled: even a short soak injects every kind.
+        order: list[Fault] = []
         while not self._stop.wait(self.rng.uniform(*self.gap_s)):
-            fault = self.rng.choice(self.faults)
+            if not order:
+                order = self.rng.sample(self.faults, len(self.faults))
+            fault = order.pop()
             hold = self.rng.uniform(*self.hold_s)
             log.info("chaos: %s for %.1fs", fault, hold)
             try:

@@ -14,6 +14,7 @@ from contract.host_api import GrantedVf
 from contract.pci import PciAddress
 from host_side.api.wire import LeaseInfo
 from testbed.containerd import Containerd
+from tests.soak.chaos import ALL_FAULTS
 from tests.soak.driver import SoakSpec, run_soak
 from tests.soak.invariants import LivePod, Snapshot, check, double_leases
 from tests.soak.workload import Kind, plan_pods
@@ -111,5 +112,6 @@ def test_short_soak_keeps_every_invariant(containerd: Containerd) -> None:
     print(report.render())
     if not report.violations:
         shutil.rmtree(work, ignore_errors=True)  # kept otherwise: host.log and nri.log tell what happened
-    assert report.started > 10 and sum(report.faults.values()) >= 10, report.render()
+    assert report.started > 10, report.render()
+    assert set(report.faults) == {str(f) for f in ALL_FAULTS}, f"not every fault was injected:\n{report.render()}"
     assert report.violations == [], f"{report.render()}\nlogs in {work}"
