@@ -8,6 +8,7 @@ or the pool and quota have no room, until the pod has its VFs, goes away, or its
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -67,6 +68,12 @@ class LateVfs:
         with self._cond:
             if pod.uid not in self._pending:
                 return
+        if pod.netns and not os.path.exists(pod.netns):
+            # A sandbox whose netns is gone is not running, whatever the runtime lists: containerd 2.1
+            # brings back sandboxes of failed starts as ready after a restart (containerd#13355).
+            log.warning("pod %s: its netns %s is gone; not giving it VFs", pod.ref, pod.netns)
+            self.forget(pod.uid)
+            return
         deadline = time.monotonic() + 2 * self.lifecycle.config.host_timeout_s
         try:
             self.lifecycle.prepare(

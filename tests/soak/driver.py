@@ -57,6 +57,8 @@ class SoakReport:
     by_kind: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     live_at_end: int = 0
+    failed_names: set[str] = field(default_factory=set)  # pods whose RunPodSandbox answered an error
+    collected: int = 0  # of those, sandboxes containerd still listed at the end (removed, as kubelet does)
     violations: list[str] = field(default_factory=list)
     checked_while_running: int = 0
 
@@ -66,7 +68,7 @@ class SoakReport:
             f"pods started {self.started}, failed {self.failed}, by kind {dict(sorted(self.by_kind.items()))}",
             f"faults injected {sum(self.faults.values())}: {dict(sorted(self.faults.items()))}",
             f"lease table checked {self.checked_while_running} times while running; live pods at the end "
-            f"{self.live_at_end}",
+            f"{self.live_at_end}; sandboxes of failed starts removed at the end {self.collected}",
             f"violations {len(self.violations)}",
             *(f"  - {v}" for v in self.violations),
         ]
@@ -97,6 +99,7 @@ def run_soak(containerd: Containerd, work: Path, spec: SoakSpec) -> SoakReport:
         report.faults.update({str(k): n for k, n in chaos.counts.items()})
         report.violations += [f"repair failed: {e}" for e in chaos.errors]
         system.restore()
+        report.collected = _collect_failed(system, report.failed_names)
         report.violations += _quiesce(system, {p.name: p for p in plans}, spec.quiesce_s, report)
         report.violations += _probe(system)
         watch.stop()
@@ -134,6 +137,7 @@ class _Churn:
                 log.info("pod %s (%s) failed: %s", plan.name, plan.kind, e.details())
                 with self._lock:
                     self.report.failed += 1
+                    self.report.failed_names.add(plan.name)
                     self.report.by_kind[f"{plan.kind} failed"] += 1
                 time.sleep(_FAILED_PAUSE_S)
                 continue
@@ -188,6 +192,19 @@ class _LeaseWatch:
             for v in double_leases(leases):
                 if v not in self.found:
                     self.found.append(f"while running: {v}")
+
+
+def _collect_failed(system: SoakSystem, failed: set[str]) -> int:
+    """Remove the sandboxes of pods whose start failed, as kubelet's garbage collection does. A failed start
+    can leave one: a start that timed out while containerd was frozen, and containerd 2.1's own bug
+    (containerd/containerd#13355: the sandbox of a pod NRI failed stays, and comes back as a ready pod after
+    containerd restarts)."""
+    rt = system.containerd.runtime()
+    items = rt.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=10).items
+    stale = [pod.id for pod in items if pod.metadata.name in failed]
+    for pod_id in stale:
+        _remove(system, pod_id, time.monotonic() + 60)
+    return len(stale)
 
 
 def _quiesce(

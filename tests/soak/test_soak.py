@@ -12,6 +12,7 @@ import pytest
 
 from contract.host_api import GrantedVf
 from contract.pci import PciAddress
+from host_side.api.lease_state import LeaseState
 from host_side.api.wire import LeaseInfo
 from testbed.containerd import Containerd
 from tests.soak.chaos import ALL_FAULTS
@@ -27,7 +28,7 @@ SEED = 20261208  # fixed in CI so a failure replays; `make soak` picks a new one
 
 
 def _lease(pci: str, uid: str | None, mac: str = "02:00:00:00:00:01") -> LeaseInfo:
-    state = "attached" if uid else "warm"
+    state = LeaseState.ATTACHED if uid else LeaseState.WARM
     return LeaseInfo(
         f"l-{pci}-{uid}", state, "vm-1", "net", "ens1f0", 0, pci, None, uid, uid, mac, 0, None, 0.0, None
     )
@@ -113,5 +114,7 @@ def test_short_soak_keeps_every_invariant(containerd: Containerd) -> None:
     if not report.violations:
         shutil.rmtree(work, ignore_errors=True)  # kept otherwise: host.log and nri.log tell what happened
     assert report.started > 10, report.render()
-    assert set(report.faults) == {str(f) for f in ALL_FAULTS}, f"not every fault was injected:\n{report.render()}"
+    assert set(report.faults) == {str(f) for f in ALL_FAULTS}, (
+        f"not every fault was injected:\n{report.render()}"
+    )
     assert report.violations == [], f"{report.render()}\nlogs in {work}"
