@@ -169,51 +169,13 @@ def parse(text: str, path: Path) -> HostConfig:
     assert listen_t is not None
     listen = _listen(listen_t)
 
-    tt = top.table("timeouts") or _Table({}, "timeouts", path)
-    timeouts = Timeouts(
-        attach_s=tt.seconds("attach_s", 30.0),
-        detach_s=tt.seconds("detach_s", 20.0),
-        sync_grace_s=tt.seconds("sync_grace_s", 30.0),
-        reconcile_interval_s=tt.seconds("reconcile_interval_s", 60.0),
-        warm_refill_interval_s=tt.seconds("warm_refill_interval_s", 5.0),
-    )
-    tt.finish()
-    # Defaults far above a VM's normal pace (a few calls per pod start) so only a runaway VM meets them.
-    lt = top.table("limits") or _Table({}, "limits", path)
-    limits = Limits(
-        rate_per_s=lt.number("rate_per_s", 50.0, 0.01, 1_000_000.0),
-        burst=lt.integer("burst", 200, 1, 1_000_000),
-    )
-    lt.finish()
-
+    timeouts = _timeouts(top.table("timeouts") or _Table({}, "timeouts", path))
+    limits = _limits(top.table("limits") or _Table({}, "limits", path))
     pools = {name: _pool(name, sub) for name, sub in top.subtables("pools")}
     if not pools:
         raise top.error("pools", "define at least one pool, e.g. [pools.fast] pfs = ['ens1f0']")
-
-    vms: dict[str, VmConfig] = {}
-    for ident, sub in top.subtables("vms"):
-        vm_pools = sub.strings("pools", list(pools))
-        for p in vm_pools:
-            if p not in pools:
-                raise sub.error("pools", f"unknown pool {p!r}; defined pools: {', '.join(sorted(pools))}")
-        vms[ident] = VmConfig(
-            identity=ident,
-            domain=sub.text("domain", _REQUIRED),
-            quota=sub.integer("quota", 8, 0, 4096),
-            pools=tuple(vm_pools),
-        )
-        sub.finish()
-    domains = [vm.domain for vm in vms.values()]
-    if len(set(domains)) != len(domains):
-        raise top.error("vms", "two identities name the same libvirt domain; give each VM its own identity")
-
-    sim: SimConfig | None = None
-    sim_t = top.table("sim")
-    if sim_t is not None:
-        root = sim_t.path("guest_sysfs_root", _REQUIRED)
-        assert root is not None
-        sim = SimConfig(guest_sysfs_root=root, netns=sim_t.text("netns"))
-        sim_t.finish()
+    vms = _vms(top, pools)
+    sim = _sim(top.table("sim"))
     if backend == "sim" and sim is None:
         raise top.error("sim", "backend 'sim' needs a [sim] table with guest_sysfs_root")
 
@@ -240,6 +202,59 @@ def parse(text: str, path: Path) -> HostConfig:
     )
     top.finish()
     return cfg
+
+
+def _timeouts(tt: _Table) -> Timeouts:
+    timeouts = Timeouts(
+        attach_s=tt.seconds("attach_s", 30.0),
+        detach_s=tt.seconds("detach_s", 20.0),
+        sync_grace_s=tt.seconds("sync_grace_s", 30.0),
+        reconcile_interval_s=tt.seconds("reconcile_interval_s", 60.0),
+        warm_refill_interval_s=tt.seconds("warm_refill_interval_s", 5.0),
+    )
+    tt.finish()
+    return timeouts
+
+
+def _limits(lt: _Table) -> Limits:
+    # Defaults far above a VM's normal pace (a few calls per pod start) so only a runaway VM meets them.
+    limits = Limits(
+        rate_per_s=lt.number("rate_per_s", 50.0, 0.01, 1_000_000.0),
+        burst=lt.integer("burst", 200, 1, 1_000_000),
+    )
+    lt.finish()
+    return limits
+
+
+def _vms(top: _Table, pools: Mapping[str, PoolConfig]) -> dict[str, VmConfig]:
+    """[vms.IDENTITY] tables: each VM's libvirt domain, quota and the pools it may use."""
+    vms: dict[str, VmConfig] = {}
+    for ident, sub in top.subtables("vms"):
+        vm_pools = sub.strings("pools", list(pools))
+        for p in vm_pools:
+            if p not in pools:
+                raise sub.error("pools", f"unknown pool {p!r}; defined pools: {', '.join(sorted(pools))}")
+        vms[ident] = VmConfig(
+            identity=ident,
+            domain=sub.text("domain", _REQUIRED),
+            quota=sub.integer("quota", 8, 0, 4096),
+            pools=tuple(vm_pools),
+        )
+        sub.finish()
+    domains = [vm.domain for vm in vms.values()]
+    if len(set(domains)) != len(domains):
+        raise top.error("vms", "two identities name the same libvirt domain; give each VM its own identity")
+    return vms
+
+
+def _sim(sim_t: _Table | None) -> SimConfig | None:
+    if sim_t is None:
+        return None
+    root = sim_t.path("guest_sysfs_root", _REQUIRED)
+    assert root is not None
+    sim = SimConfig(guest_sysfs_root=root, netns=sim_t.text("netns"))
+    sim_t.finish()
+    return sim
 
 
 def load(path: Path) -> HostConfig:

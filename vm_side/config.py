@@ -108,8 +108,32 @@ def parse(text: str, path: Path) -> PluginConfig:
     log_level = top.text("log_level", "INFO")
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise top.error("log_level", f"{log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    nri = _nri(top.table("nri") or TomlTable({}, "nri", path))
+    ht = top.table("host", required=True)
+    assert ht is not None
+    host = _host(ht, path)
+    lifecycle, state_dir, sysfs_root = _pods(top.table("pods") or TomlTable({}, "pods", path), host)
+    vpp = _vpp(top.table("vpp"), path)
+    dpdk = _dpdk(top.table("dpdk") or TomlTable({}, "dpdk", path))
+    health = _health(top.table("health") or TomlTable({}, "health", path))
+    cdi = _cdi(top.table("cdi") or TomlTable({}, "cdi", path))
+    top.finish()
+    return PluginConfig(
+        nri=nri,
+        host=host,
+        lifecycle=lifecycle,
+        state_dir=state_dir,
+        sysfs_root=sysfs_root,
+        log_level=log_level,
+        vpp=vpp,
+        dpdk=dpdk,
+        health=health,
+        path=path,
+        cdi=cdi,
+    )
 
-    nt = top.table("nri") or TomlTable({}, "nri", path)
+
+def _nri(nt: TomlTable) -> NriConfig:
     nri = NriConfig(
         name=nt.name_check("name", nt.text("name", "vfhotplug")),
         index=nt.text("index", "10"),
@@ -119,9 +143,10 @@ def parse(text: str, path: Path) -> PluginConfig:
     if len(nri.index) != 2 or not nri.index.isdigit():
         raise nt.error("index", f"{nri.index!r} must be exactly two digits, e.g. '10'")
     nt.finish()
+    return nri
 
-    ht = top.table("host", required=True)
-    assert ht is not None
+
+def _host(ht: TomlTable, path: Path) -> HostEndpoint:
     ca, cert, key = ht.path("ca", REQUIRED), ht.path("cert", REQUIRED), ht.path("key", REQUIRED)
     assert ca is not None and cert is not None and key is not None
     target = ht.text("target", REQUIRED)
@@ -137,8 +162,28 @@ def parse(text: str, path: Path) -> PluginConfig:
         config_file=path,
     )
     ht.finish()
+    return host
 
-    pt = top.table("pods") or TomlTable({}, "pods", path)
+
+def _pods(pt: TomlTable, host: HostEndpoint) -> tuple[LifecycleConfig, Path, Path]:
+    """[pods]: the pods' lifecycle settings, the state folder and the sysfs root."""
+    defaults = _demand_defaults(pt)
+    run_dir = pt.path("run_dir", "/run/vfhotplug/pods")
+    state_dir = pt.path("state_dir", "/var/lib/vfhotplug")
+    assert run_dir is not None and state_dir is not None
+    lifecycle = LifecycleConfig(
+        defaults=defaults,
+        run_dir=run_dir,
+        margin_s=pt.seconds("deadline_margin_s", 0.4),
+        host_timeout_s=host.timeout_s,
+    )
+    sysfs_root = pt.path("sysfs_root", "/sys")
+    assert sysfs_root is not None
+    pt.finish()
+    return lifecycle, state_dir, sysfs_root
+
+
+def _demand_defaults(pt: TomlTable) -> DemandDefaults:
     mode_text = pt.text("default_mode", "kernel")
     try:
         mode = Mode(mode_text)
@@ -155,52 +200,30 @@ def parse(text: str, path: Path) -> PluginConfig:
             "default_pool", f"{default_pool!r} is not in pods.pools; add it there or pick one of them"
         )
     mtu = pt.integer("mtu", None, MTU_MIN, MTU_MAX)
-    defaults = DemandDefaults(
+    return DemandDefaults(
         pool=default_pool,
         mode=mode,
         max_vfs_per_pod=pt.integer("max_vfs_per_pod", 8, 1, 64),
         mtu=mtu,
         pools=frozenset(pools) if pools is not None else None,
     )
-    run_dir = pt.path("run_dir", "/run/vfhotplug/pods")
-    state_dir = pt.path("state_dir", "/var/lib/vfhotplug")
-    assert run_dir is not None and state_dir is not None
-    lifecycle = LifecycleConfig(
-        defaults=defaults,
-        run_dir=run_dir,
-        margin_s=pt.seconds("deadline_margin_s", 0.4),
-        host_timeout_s=host.timeout_s,
-    )
-    sysfs_root = pt.path("sysfs_root", "/sys")
-    assert sysfs_root is not None
-    pt.finish()
-    vpp = _vpp(top.table("vpp"), path)
-    dt = top.table("dpdk") or TomlTable({}, "dpdk", path)
+
+
+def _dpdk(dt: TomlTable) -> DpdkConfig:
     runtime_root, hugepages = (
         dt.path("runtime_root", "/run/vfhotplug/dpdk"),
         dt.path("hugepages", "/dev/hugepages"),
     )
     assert runtime_root is not None and hugepages is not None
     dt.finish()
-    health = _health(top.table("health") or TomlTable({}, "health", path))
-    ct = top.table("cdi") or TomlTable({}, "cdi", path)
+    return DpdkConfig(runtime_root, hugepages)
+
+
+def _cdi(ct: TomlTable) -> CdiConfig:
     spec_dir = ct.path("spec_dir", "/var/run/cdi")
     assert spec_dir is not None
     ct.finish()
-    top.finish()
-    return PluginConfig(
-        nri=nri,
-        host=host,
-        lifecycle=lifecycle,
-        state_dir=state_dir,
-        sysfs_root=sysfs_root,
-        log_level=log_level,
-        vpp=vpp,
-        dpdk=DpdkConfig(runtime_root, hugepages),
-        health=health,
-        path=path,
-        cdi=CdiConfig(spec_dir),
-    )
+    return CdiConfig(spec_dir)
 
 
 def _vpp(vt: TomlTable | None, path: Path) -> VppConfig | None:
