@@ -496,10 +496,13 @@ class Engine:
 
     # ---- warm pool --------------------------------------------------------------------------------
 
-    def refill_warm(self) -> int:
-        """Tops up each VM's warm spares; returns how many were plugged. Failures are logged, not raised."""
+    def refill_warm(self, only_vm: str | None = None) -> int:
+        """Tops up each VM's (or only `only_vm`'s) warm spares; returns how many were plugged. Failures are
+        logged, not raised."""
         plugged = 0
         for vm in self._cfg.vms.values():
+            if only_vm is not None and vm.identity != only_vm:
+                continue
             pools = [self._cfg.pools[p] for p in vm.pools if self._cfg.pools[p].warm_spares]
             if not pools:
                 continue
@@ -550,3 +553,6 @@ class Engine:
 
     def reconcile(self, *, startup: bool = False) -> None:
         self._reconciler.run(startup=startup)
+
+    def reconcile_domain(self, domain: str) -> None:
+        self._reconciler.run_domain(domain)
