@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import libvirt
@@ -27,7 +31,7 @@ from host_side.backends.libvirt_xml import plugged_devices
 from host_side.backends.select import EmulatedNicSettings
 from testbed.libvirt_vm import TestVm
 from testbed.waiting import eventually
-from tests.host_libvirt.conftest import owned_libvirtd_pid, restart_libvirtd
+from tests.host_libvirt.conftest import REPO
 from tests.host_libvirt.test_service_real import host_service
 
 pytestmark = pytest.mark.libvirt
@@ -42,6 +46,12 @@ class LifeVm(TestVm):
 
     __test__ = False
 
+    def __init__(
+        self, name: str, *, run_dir: Path, uri: str, libvirt_run: Path = Path("/run/libvirt")
+    ) -> None:
+        super().__init__(name, run_dir=run_dir, uri=uri)
+        self._libvirt_run = libvirt_run
+
     def domain_xml(self) -> str:
         return (
             super().domain_xml().replace("<on_reboot>destroy</on_reboot>", "<on_reboot>restart</on_reboot>")
@@ -55,6 +65,7 @@ class LifeVm(TestVm):
         return self._connection()
 
     def boot(self, boot_timeout_s: float = 60.0) -> float:
+        self.console_log.parent.mkdir(parents=True, exist_ok=True)
         self.console_log.unlink(missing_ok=True)
         self.domain.create()
         text = self.wait_for_console(lambda t: self.ready_marker in t, boot_timeout_s, self.ready_marker)
@@ -64,7 +75,7 @@ class LifeVm(TestVm):
         return set(plugged_devices(self.domain.XMLDesc(0)))
 
     def qemu_pid(self) -> int:
-        return int(Path(f"/run/libvirt/qemu/{self.name}.pid").read_text().strip())
+        return int((self._libvirt_run / "qemu" / f"{self.name}.pid").read_text().strip())
 
     def remove(self) -> None:
         try:
@@ -87,9 +98,6 @@ def life_vm(libvirtd: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
-    import shutil
-    import tempfile
-
     path = Path(tempfile.mkdtemp(prefix="vfh-life-"))  # the admin socket path must fit in 108 bytes
     yield path
     shutil.rmtree(path, ignore_errors=True)
@@ -215,37 +223,77 @@ def test_reboot_keeps_live_devices_and_checks_them_against_the_leases(
         assert f"PCI-ADD {kept.guest_pci}" in text.split("BOOTED", 1)[1]
 
 
-# Runs last in this module: it stops the shared libvirtd and starts it again.
-def test_libvirtd_restart_reconnects_reconciles_and_keeps_watching(
-    life_vm: LifeVm, libvirtd: str, short_tmp: Path
-) -> None:
-    pid = owned_libvirtd_pid()
-    if pid is None:
-        pytest.skip(
-            "libvirtd was not started by testbed/libvirt/start.sh; not stopping someone else's daemon"
+@dataclass(frozen=True)
+class PrivateLibvirtd:
+    """A libvirtd of this test's own (testbed/libvirt/start.sh --private), so restarting it disturbs no
+    one else's guests; its /run/libvirt is `folder`/run."""
+
+    folder: Path
+
+    @property
+    def uri(self) -> str:
+        return f"qemu+unix:///system?socket={self.folder}/run/libvirt-sock"
+
+    def pid(self) -> int:
+        return int((self.folder / "libvirtd.pid").read_text().strip())
+
+    def start(self) -> None:
+        subprocess.run(
+            ["bash", str(REPO / "testbed/libvirt/start.sh"), "--private", str(self.folder)], check=True
         )
-    settings = EmulatedNicSettings()
-    with host_service(
-        short_tmp, life_vm, libvirtd, mode="emulated-nic", settings=settings, timeouts_extra=ONLY_EVENTS
-    ) as (client, admin):
-        attach_one(client, life_vm, "before")
-        held = vm_leases(admin)
-        qemu = life_vm.qemu_pid()
+
+    def stop(self) -> None:
+        # By its pid, not stop.sh: that would also put back /dev/kvm under the shared libvirtd's guests.
+        pid = self.pid()
         os.kill(pid, signal.SIGTERM)
-        try:
-            eventually(lambda: not _alive(pid), WAIT_S, "libvirtd stopped")
-            # The VM dies while libvirtd is away: no event can tell the service, only its reconcile.
+        eventually(lambda: not _alive(pid), WAIT_S, f"private libvirtd {pid} stopped")
+
+
+@pytest.fixture
+def private_libvirtd(libvirtd: str) -> Iterator[PrivateLibvirtd]:
+    daemon = PrivateLibvirtd(Path(tempfile.mkdtemp(prefix="vfh-plv-")))  # the socket path must be short
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        shutil.rmtree(daemon.folder, ignore_errors=True)
+
+
+def test_libvirtd_restart_reconnects_reconciles_and_keeps_watching(
+    private_libvirtd: PrivateLibvirtd, short_tmp: Path
+) -> None:
+    daemon = private_libvirtd
+    guest = LifeVm(
+        f"vfhp-life-{uuid.uuid4().hex[:8]}",
+        run_dir=short_tmp / "guest",
+        uri=daemon.uri,
+        libvirt_run=daemon.folder / "run",
+    )
+    guest.start()
+    settings = EmulatedNicSettings()
+    try:
+        with host_service(
+            short_tmp, guest, daemon.uri, mode="emulated-nic", settings=settings, timeouts_extra=ONLY_EVENTS
+        ) as (client, admin):
+            attach_one(client, guest, "before")
+            held = vm_leases(admin)
+            qemu = guest.qemu_pid()
+            daemon.stop()
+            # The VM dies while libvirtd is away: no event can tell the service, only the reconcile that
+            # follows its reconnect.
             os.kill(qemu, signal.SIGKILL)
             eventually(lambda: not _alive(qemu), WAIT_S, "QEMU gone")
-        finally:
-            restart_libvirtd()
-        assert_freed_and_restored(admin, settings, held)
-        # The callbacks are registered on the new connection: a start and a destroy are acted on.
-        life_vm.boot()
-        attach_one(client, life_vm, "after")
-        held = vm_leases(admin)
-        life_vm.domain.destroy()
-        assert_freed_and_restored(admin, settings, held)
+            daemon.start()
+            assert_freed_and_restored(admin, settings, held)
+            # The callbacks are registered on the new connection: a start and a destroy are acted on.
+            guest.boot()
+            attach_one(client, guest, "after")
+            held = vm_leases(admin)
+            guest.domain.destroy()
+            assert_freed_and_restored(admin, settings, held)
+    finally:
+        guest.remove()
 
 
 def _alive(pid: int) -> bool:
