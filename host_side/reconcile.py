@@ -1,4 +1,5 @@
-"""Reconciliation: the leases against what libvirt and sysfs say, at start-up and periodically.
+"""Reconciliation: the leases against what libvirt and sysfs say, at start-up, periodically, and for one
+domain at once when libvirt reports it stopped, started, rebooted or undefined (vm_watch).
 
 Nothing is freed on a guess: a lease is freed only when libvirt confirms its device is not in the domain
 (or the domain is not running); when libvirt cannot be asked, nothing changes.
