@@ -17,13 +17,14 @@ from contract.errors import ConfigError, HostSideError
 from host_side import config
 from host_side.api.certs import stamp
 from host_side.backends import select as backends
-from host_side.backends.base import Hotplug, VfNetlink
+from host_side.backends.base import DomainEventSource, Hotplug, VfNetlink
 from host_side.credentials import ServerTls
 from host_side.engine import Engine
 from host_side.inventory import SysfsInventory
 from host_side.leases import LeaseStore
 from host_side.metrics import Metrics
 from host_side.server import HostServer
+from host_side.vm_watch import VmWatch
 
 log = logging.getLogger("host_side")
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -108,6 +109,10 @@ def serve(
         inventory = SysfsInventory(cfg.sysfs_root, list(cfg.pools.values()))
         engine = Engine(cfg, inventory, store, hotplug, netlink, observe=metrics.observe)
         metrics.watch_leases(store.counts)
+        vm_watch = VmWatch(cfg, engine)
+        if isinstance(hotplug, DomainEventSource):
+            # Before the start-up reconcile, so nothing that happens after it goes unseen.
+            hotplug.watch_domains(vm_watch.on_event)
         engine.reconcile(startup=True)
         server = HostServer(engine, cfg, metrics)
         server.start()
@@ -139,6 +144,7 @@ def serve(
         stop.wait()
         log.info("stopping")
         server.stop()
+        vm_watch.close()
     finally:
         store.close()
 

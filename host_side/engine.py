@@ -75,9 +75,10 @@ class Engine:
 
     # ---- warm pool and reconcile ------------------------------------------------------------------
 
-    def refill_warm(self) -> int:
-        """Tops up each VM's warm spares; returns how many were plugged. Failures are logged, not raised."""
-        return self._warm.refill(self._cfg.vms.values())
+    def refill_warm(self, only_vm: str | None = None) -> int:
+        """Tops up each VM's (or only `only_vm`'s) warm spares; returns how many were plugged. Failures are
+        logged, not raised."""
+        return self._warm.refill(vm for vm in self._cfg.vms.values() if only_vm in (None, vm.identity))
 
     def rescan(self) -> bool:
         """Re-reads sysfs when VF counts or drivers changed; True when the inventory was updated."""
@@ -85,3 +86,6 @@ class Engine:
 
     def reconcile(self, *, startup: bool = False) -> None:
         self._reconciler.run(startup=startup)
+
+    def reconcile_domain(self, domain: str) -> None:
+        self._reconciler.run_domain(domain)

@@ -1,4 +1,5 @@
-"""Reconciliation: the leases against what libvirt and sysfs say, at start-up and periodically.
+"""Reconciliation: the leases against what libvirt and sysfs say, at start-up, periodically, and for one
+domain at once when libvirt reports it stopped, started, rebooted or undefined (vm_watch).
 
 Nothing is freed on a guess: a lease is freed only when libvirt confirms its device is not in the domain
 (or the domain is not running); when libvirt cannot be asked, nothing changes.
@@ -63,33 +64,39 @@ class Reconciler:
         leases = self._store.leases()
         domains = {vm.domain for vm in self._cfg.vms.values()} | {le.domain for le in leases}
         for domain in sorted(domains):
-            mine = [le for le in leases if le.domain == domain]
-            try:
-                running = self._hotplug.domain_running(domain)
-                live = self._hotplug.live_devices(domain) if running else {}
-            except BackendUnavailable as e:
-                log.warning("reconcile: domain %s skipped, libvirt unavailable: %s", domain, e)
-                continue
-            with self._plugger.alloc:  # no allocation interleaves with the check of this domain
-                for le in mine:
-                    current = self._store.get(le.lease_id)
-                    if current is None or current.state != le.state or self._plugger.is_busy(le.lease_id):
-                        continue  # a call is working on it
-                    try:
-                        self._settle(current, live.get(lease_alias(le.lease_id)), running, startup)
-                    except StaleLease:
-                        continue
-                    except HostSideError as e:
-                        log.warning(
-                            "reconcile: lease %s (VF %s) left %s: %s", le.lease_id, le.vf.pci, le.state, e
-                        )
-            known = {lease_alias(le.lease_id) for le in self._store.leases()}
-            for alias in sorted(set(live) - known):
-                log.warning("reconcile: domain %s holds %s without a lease; unplugging it", domain, alias)
+            self._domain(domain, [le for le in leases if le.domain == domain], startup)
+
+    def run_domain(self, domain: str) -> None:
+        """`run` for one domain, at once (a lifecycle event of libvirt asked for it)."""
+        self._domain(domain, [le for le in self._store.leases() if le.domain == domain], startup=False)
+
+    def _domain(self, domain: str, mine: list[Lease], startup: bool) -> None:
+        try:
+            running = self._hotplug.domain_running(domain)
+            live = self._hotplug.live_devices(domain) if running else {}
+        except BackendUnavailable as e:
+            log.warning("reconcile: domain %s skipped, libvirt unavailable: %s", domain, e)
+            return
+        with self._plugger.alloc:  # no allocation interleaves with the check of this domain
+            for le in mine:
+                current = self._store.get(le.lease_id)
+                if current is None or current.state != le.state or self._plugger.is_busy(le.lease_id):
+                    continue  # a call is working on it
                 try:
-                    self._hotplug.detach(domain, alias, self._cfg.timeouts.detach_s)
+                    self._settle(current, live.get(lease_alias(le.lease_id)), running, startup)
+                except StaleLease:
+                    continue
                 except HostSideError as e:
-                    log.warning("reconcile: could not unplug %s from %s: %s", alias, domain, e)
+                    log.warning(
+                        "reconcile: lease %s (VF %s) left %s: %s", le.lease_id, le.vf.pci, le.state, e
+                    )
+        known = {lease_alias(le.lease_id) for le in self._store.leases()}
+        for alias in sorted(set(live) - known):
+            log.warning("reconcile: domain %s holds %s without a lease; unplugging it", domain, alias)
+            try:
+                self._hotplug.detach(domain, alias, self._cfg.timeouts.detach_s)
+            except HostSideError as e:
+                log.warning("reconcile: could not unplug %s from %s: %s", alias, domain, e)
 
     def _settle(self, le: Lease, dev: PluggedDevice | None, running: bool, startup: bool) -> None:
         if le.state is LeaseState.RESERVED:
@@ -118,10 +125,11 @@ class Reconciler:
             pass  # a timed-out attach may still complete; wait one attach timeout before believing it
         else:
             log.info(
-                "reconcile: lease %s (VF %s, pod %s, state %s) has no device in %s; freeing it",
+                "reconcile: lease %s (VF %s, pod %s, VM %s, state %s) has no device in %s; freeing it",
                 le.lease_id,
                 le.vf.pci,
-                le.pod_uid,
+                le.pod_uid or "(warm spare)",
+                le.vm,
                 le.state,
                 le.domain,
             )

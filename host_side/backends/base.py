@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from enum import Enum
+from typing import Protocol, runtime_checkable
 
 from contract.pci import PciAddress
 
@@ -97,4 +98,39 @@ class Hotplug(Protocol):
 
     def live_devices(self, domain: str) -> dict[str, PluggedDevice]:
         """Our devices (alias starts with ALIAS_PREFIX) in the domain's live XML, by alias."""
+        ...
+
+
+class DomainChange(Enum):
+    """What libvirt reported about a whole domain (lifecycle and reboot events), or about the connection."""
+
+    STARTED = "started"
+    STOPPED = "stopped"  # destroyed, shut down, crashed (on_crash=destroy), migrated or saved away
+    SHUTDOWN = "shutdown"  # the guest finished shutting down; STOPPED follows once QEMU exits
+    CRASHED = "crashed"  # the guest panicked; with on_crash=preserve QEMU (and the devices) stay
+    UNDEFINED = "undefined"
+    REBOOTED = "rebooted"  # the guest reset; hot-plugged devices stay in the machine
+    OTHER = "other"  # suspended, resumed, defined, ...: nothing to do for the leases
+    RECONNECTED = "reconnected"  # the connection to libvirtd was lost and is open again; events were missed
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    """One domain-level event as the backend received it; `domain` and `uuid` are empty for RECONNECTED."""
+
+    change: DomainChange
+    domain: str = ""
+    uuid: str = ""
+    detail: str = ""
+
+
+DomainListener = Callable[[DomainEvent], None]
+
+
+@runtime_checkable
+class DomainEventSource(Protocol):
+    def watch_domains(self, listener: DomainListener) -> None:
+        """Calls `listener` for every domain event from now on, and after each reconnect to libvirtd.
+
+        The listener runs on libvirt's event-loop thread: it must only queue the event, never block."""
         ...

@@ -25,9 +25,18 @@ from contract.errors import (
     NotFound,
     PreconditionFailed,
 )
-from host_side.backends.base import Observe, PluggedDevice, VfRef, VfSettings
+from host_side.backends.base import (
+    DomainChange,
+    DomainEvent,
+    DomainListener,
+    Observe,
+    PluggedDevice,
+    VfRef,
+    VfSettings,
+)
 from host_side.backends.libvirt_errors import LibvirtFailure, route_libvirt_errors_to_logging, translate
 from host_side.backends.libvirt_events import DeviceEvent, DeviceEvents, Waiter, ensure_event_loop
+from host_side.backends.libvirt_lifecycle import LifecycleEvents, Reconnector
 from host_side.backends.libvirt_xml import (
     EMULATED_NIC_MODELS,
     HotplugMode,
@@ -67,6 +76,12 @@ class LibvirtHotplug:
         self._lock = threading.Lock()
         self._conn: Any = None
         self._events: DeviceEvents | None = None
+        # Domain events (watch_domains): the listener, its callbacks on the open connection, and the
+        # thread that reopens a closed connection so they keep coming.
+        self._listener: DomainListener | None = None
+        self._lifecycle: LifecycleEvents | None = None
+        self._reconnector: Reconnector | None = None
+        self._opened_before = False
         # Root-port choice and the attach call are serialised per domain, so two leases never pick one port.
         self._domain_locks: dict[str, threading.Lock] = {}
 
@@ -88,9 +103,35 @@ class LibvirtHotplug:
                     LibvirtFailure.of(e), action="connect to libvirtd", vm=None, uri=self._uri
                 ) from e
             self._conn, self._events = conn, DeviceEvents(conn)
+            if self._listener is not None:
+                self._lifecycle = LifecycleEvents(conn, self._listener, self._kick)
+                if self._opened_before:
+                    self._listener(DomainEvent(DomainChange.RECONNECTED))
+            self._opened_before = True
             return conn, self._events
 
+    def _kick(self) -> None:
+        if self._reconnector is not None:
+            self._reconnector.kick()
+
+    def watch_domains(self, listener: DomainListener) -> None:
+        """DomainEventSource: lifecycle and reboot events from now on, RECONNECTED after each reconnect."""
+        with self._lock:
+            self._listener = listener
+            if self._reconnector is None:
+                self._reconnector = Reconnector(self._connection)
+            if self._conn is not None and self._lifecycle is None:
+                self._lifecycle = LifecycleEvents(self._conn, listener, self._kick)
+        try:
+            self._connection()
+        except BackendUnavailable as e:
+            log.warning("libvirt domain events not yet watched: %s; retrying in the background", e)
+            self._kick()
+
     def _drop_locked(self) -> None:
+        if self._lifecycle is not None:
+            self._lifecycle.close()
+            self._lifecycle = None
         if self._events is not None:
             self._events.close()
         if self._conn is not None:
@@ -101,8 +142,18 @@ class LibvirtHotplug:
         self._conn, self._events = None, None
 
     def close(self) -> None:
+        """Drops the connection (the next call reopens it); domain events stay watched."""
         with self._lock:
             self._drop_locked()
+
+    def shutdown(self) -> None:
+        """Drops the connection and stops watching domain events for good."""
+        with self._lock:
+            self._listener = None
+            reconnector, self._reconnector = self._reconnector, None
+            self._drop_locked()
+        if reconnector is not None:
+            reconnector.stop()
 
     def _call(self, action: str, vm: str, fn: Callable[..., T], *args: Any) -> T:
         """Runs one libvirt call; its error is translated once, here."""
@@ -112,6 +163,7 @@ class LibvirtHotplug:
             err = translate(LibvirtFailure.of(e), action=action, vm=vm, uri=self._uri)
             if isinstance(err, BackendUnavailable):
                 self.close()
+                self._kick()  # the close callback, deregistered by close(), may not have fired yet
             raise err from e
 
     def _lookup(self, vm: str) -> Any:

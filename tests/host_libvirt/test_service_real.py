@@ -31,8 +31,18 @@ pytestmark = pytest.mark.libvirt
 
 
 @contextmanager
-def host_service(tmp: Path, vm: TestVm, uri: str, *, mode: str) -> Iterator[tuple[HostClient, HostClient]]:
-    """The real service (in-process threads) for `vm`; yields (the VM's mTLS client, the admin client)."""
+def host_service(
+    tmp: Path,
+    vm: TestVm,
+    uri: str,
+    *,
+    mode: str,
+    settings: EmulatedNicSettings | None = None,
+    pool_extra: str = "",
+    timeouts_extra: str = "",
+) -> Iterator[tuple[HostClient, HostClient]]:
+    """The real service (in-process threads) for `vm`; yields (the VM's mTLS client, the admin client).
+    `settings` records the VF settings the service applies; the extras are added to its config tables."""
     pki.init_ca(tmp / "pki")
     pki.issue(tmp / "pki", "host", server=True, sans=["127.0.0.1"])
     pki.issue(tmp / "pki", "vm-a")
@@ -55,9 +65,11 @@ admin_socket = "admin.sock"
 [timeouts]
 attach_s = 20
 detach_s = 3
+{timeouts_extra}
 
 [pools.net]
 pfs = ["ens1f0"]
+{pool_extra}
 
 [vms.vm-a]
 domain = "{vm.name}"
@@ -68,7 +80,7 @@ quota = 4
     hotplug = LibvirtHotplug(uri, mode=mode)
     stop = threading.Event()
     runner = threading.Thread(
-        target=serve, args=(cfg, hotplug, EmulatedNicSettings(), Metrics(), stop), daemon=True
+        target=serve, args=(cfg, hotplug, settings or EmulatedNicSettings(), Metrics(), stop), daemon=True
     )
     runner.start()
     admin = HostClient.unix(cfg.listen.admin_socket)
@@ -91,7 +103,7 @@ quota = 4
         admin.close()
         stop.set()
         runner.join(15)
-        hotplug.close()
+        hotplug.shutdown()
 
 
 @pytest.fixture
