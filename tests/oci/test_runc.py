@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -85,6 +86,28 @@ def test_kernel_mode_container_sees_its_vfs(bed):
 
     bed.runc("delete", "-f", "k1")
     assert_nothing_held(bed, "k1")
+
+
+def test_prepare_loads_neither_vpp_nor_prometheus_without_a_vpp_table(bed):
+    """Python's own import log (PYTHONPROFILEIMPORTTIME, on the hook's stderr) is the oracle."""
+    assert "[vpp]" not in bed.guest.config.read_text()
+    bundle = bed.bundle("i1", "1")
+    res = bed.hook_cmd(
+        "prepare",
+        "--id",
+        "i1",
+        "--hook-path",
+        str(bed.hook),
+        str(bundle),
+        env={"PYTHONPROFILEIMPORTTIME": "1"},
+    )
+    imported = set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)", res.stderr, re.M))
+    assert {"grpc", "vm_side.lifecycle", "oci_hooks.hooks"} <= imported  # the oracle sees the hook
+    assert bed.host.leases_of("i1")  # and the hook did its work
+    heavy = ("prometheus_client", "vpp_papi", "vm_side.vpp", "vm_side.vpp_pod", "vm_side.dpdk_health")
+    assert not {m for m in imported if m.startswith(heavy)}
+    bed.hook_cmd("release", "i1")
+    assert_nothing_held(bed, "i1")
 
 
 def test_dpdk_mode_gets_vfio_devices_env_and_mounts(bed):
