@@ -26,11 +26,11 @@ from nri_plugin.plugin import VfPlugin
 from nri_plugin.stub import Stub, StubError
 from vm_side import config as plugin_config
 from vm_side.assembly import build_lifecycle
-from vm_side.datapath_steps import VppStep
 from vm_side.dpdk_health import HealthMonitor
 from vm_side.health_report import HEALTH_FILE, HealthPoller
 from vm_side.lifecycle import PodLifecycle
 from vm_side.sysfs import GuestSysfs
+from vm_side.vpp_step import VppStep
 
 log = logging.getLogger("vfhotplug.nri")
 

@@ -49,6 +49,7 @@ CONFIG_ENV = "VFHOTPLUG_CONFIG"
 LOG_ENV = "VFHOTPLUG_HOOK_LOG"
 DEFAULT_CONFIG = "/etc/vfhotplug/nri.toml"  # the NRI plugin's: one config for both entries
 EXIT_FAILED, EXIT_USAGE = 1, 2
+NETNS_SUBDIR = "netns"  # of pods.state_dir: the network namespaces `prepare` pins for runc and crun
 _SYSLOG = "/dev/log"
 
 SysfsFactory = Callable[[Path], "GuestSysfs"]
@@ -206,13 +207,15 @@ def _hooks(args: argparse.Namespace, make_sysfs: SysfsFactory | None) -> OciHook
     spans: Spans = args.spans
     with spans.span("load (imports and config)"):
         from oci_hooks.hooks import OciHooks
+        from oci_hooks.netns import NetnsPins
         from vm_side.assembly import build_lifecycle
         from vm_side.config import load
 
         cfg = load(_config_path(args))
         logging.getLogger().setLevel(args.log_level or cfg.log_level)
         sysfs = make_sysfs(cfg.sysfs_root) if make_sysfs is not None else None
-        return OciHooks(build_lifecycle(cfg, _LazyHost(cfg.host, spans), sysfs), args.timeout)
+        lifecycle = build_lifecycle(cfg, _LazyHost(cfg.host, spans), sysfs)
+        return OciHooks(lifecycle, args.timeout, NetnsPins(cfg.state_dir / NETNS_SUBDIR))
 
 
 class _LazyHost:

@@ -12,13 +12,17 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from oci_hooks.netns import NetnsError, NetnsPins
 from oci_hooks.spec import (
     HookCommand,
     JsonObject,
     OciState,
+    Stage,
     annotations_of,
     apply_adjustment,
     ensure_hooks,
+    join_network_namespace,
+    makes_network_namespace,
     network_namespace_path,
     podman_container_id,
 )
@@ -43,9 +47,10 @@ def container_name(container_id: str) -> str:
 
 
 class OciHooks:
-    def __init__(self, lifecycle: PodLifecycle, timeout_s: float) -> None:
+    def __init__(self, lifecycle: PodLifecycle, timeout_s: float, pins: NetnsPins) -> None:
         self._lifecycle = lifecycle
         self._timeout_s = timeout_s
+        self._pins = pins
 
     def _deadline(self) -> float:
         return time.monotonic() + self._timeout_s
@@ -65,9 +70,21 @@ class OciHooks:
                 f"release it (vfhotplug-hook release {prepared}) or use a fresh bundle"
             )
         # Every edit that can fail on a malformed config is made before anything is allocated.
-        base = ensure_hooks(config, hook)
+        pin = self._pins.path(container_id).as_posix()
+        netns = network_namespace_path(config)
+        if netns == pin or (netns is None and makes_network_namespace(config)):
+            # Our own pinned netns, joined by the container: the VFs move in now, and the start runs no
+            # createRuntime hook (a second interpreter); poststop gives everything back as before.
+            base = join_network_namespace(ensure_hooks(config, hook, (Stage.POSTSTOP,)), pin)
+            netns = self._pin(container_id)
+        else:
+            base = ensure_hooks(config, hook)
         base["annotations"] = {**annotations, PREPARED_FOR: container_id}
-        return self._prepare(container_id, annotations, network_namespace_path(config), base)
+        try:
+            return self._prepare(container_id, annotations, netns, base)
+        except BaseException:
+            self._unpin(container_id)  # nothing stays prepared: no namespace either
+            raise
 
     def precreate(self, config: Mapping[str, Any]) -> JsonObject:
         """podman's precreate stage: the proposed runtime config in, the config to use out."""
@@ -149,6 +166,7 @@ class OciHooks:
 
     def release(self, container_id: str) -> None:
         self._lifecycle.release(container_id, self._deadline())
+        self._unpin(container_id)  # after the VFs left it
         if self._lifecycle.journal.get(container_id) is None and self._lifecycle.journal.entries():
             # The host answered just now: a good moment to settle what earlier containers still owe.
             self.release_owed()
@@ -156,6 +174,18 @@ class OciHooks:
     def release_owed(self) -> int:
         """Retry every journaled host release once; returns how many are still owed."""
         return self._lifecycle.worker.run_once(force=True)
+
+    def _pin(self, container_id: str) -> str:
+        try:
+            return self._pins.make(container_id)
+        except NetnsError as e:
+            raise HookFailure(f"container {container_id}: {e}") from e
+
+    def _unpin(self, container_id: str) -> None:
+        try:
+            self._pins.remove(container_id)
+        except NetnsError as e:
+            raise HookFailure(f"container {container_id}: {e}") from e
 
     def _prepare(
         self,

@@ -111,6 +111,29 @@ def network_namespace_path(config: Mapping[str, Any]) -> str | None:
     return None
 
 
+def makes_network_namespace(config: Mapping[str, Any]) -> bool:
+    """True when the runtime would make the container a new network namespace (an entry without a path)."""
+    linux = config.get("linux")
+    spaces = linux.get("namespaces") if isinstance(linux, dict) else None
+    return any(
+        isinstance(ns, dict) and ns.get("type") == "network" and not ns.get("path")
+        for ns in (spaces if isinstance(spaces, list) else ())
+    )
+
+
+def join_network_namespace(config: Mapping[str, Any], path: str) -> JsonObject:
+    """A copy of `config` whose container joins the network namespace at `path` instead of a new one."""
+    out: JsonObject = dict(config)
+    linux = dict(_obj(out, "linux"))
+    spaces = [
+        {**ns, "path": path} if isinstance(ns, dict) and ns.get("type") == "network" else ns
+        for ns in _list(linux, "namespaces", "linux")
+    ]
+    linux["namespaces"] = spaces
+    out["linux"] = linux
+    return out
+
+
 def apply_adjustment(config: Mapping[str, Any], adj: ContainerAdjustment) -> JsonObject:
     """A copy of `config` with the adjustment's env, mounts, devices (and their cgroup allow rules) and
     annotations. Applying the same adjustment twice gives the same config: entries we own are replaced
@@ -158,11 +181,15 @@ class HookCommand:
     timeout_s: int = 30
 
 
-def ensure_hooks(config: Mapping[str, Any], cmd: HookCommand) -> JsonObject:
-    """A copy of `config` whose createRuntime and poststop hooks include ours (added when missing)."""
+def ensure_hooks(
+    config: Mapping[str, Any],
+    cmd: HookCommand,
+    stages: tuple[Stage, ...] = (Stage.CREATE_RUNTIME, Stage.POSTSTOP),
+) -> JsonObject:
+    """A copy of `config` whose hooks at `stages` include ours (added when missing)."""
     out: JsonObject = dict(config)
     hooks = dict(_obj(out, "hooks"))
-    for stage in (Stage.CREATE_RUNTIME, Stage.POSTSTOP):
+    for stage in stages:
         entries = _list(hooks, stage.value, "hooks")
         if not any(isinstance(h, dict) and _is_ours(h, cmd, stage) for h in entries):
             entries.append(

@@ -15,12 +15,12 @@ from contract.pci import PciAddress
 from tests.datapath import testpmd
 from tests.datapath.conftest import make_vpp
 from tests.vpp_standin.server import VppStandin
-from vm_side.datapath_steps import VppStep
 from vm_side.demand import Mode, VfSlot
 from vm_side.dpdk_env import DpdkEnvs
 from vm_side.dpdk_health import HealthMonitor, Telemetry
 from vm_side.pod_record import PodRecord, PodState, StepDone, VfBinding
 from vm_side.vpp_pod import VppPods, memif_wiring
+from vm_side.vpp_step import VppStep
 
 PODS = 100
 POLLS = 50

@@ -6,8 +6,9 @@ Variants, compared in alternating blocks (ABAB...) in one run so load drift hits
 - runc plain: no hooks, no annotation (the baseline)
 - runc hooked: the README's createRuntime/poststop hooks through the sh front on a container asking for
   no VFs, as when hooks are configured for every container (target: <= 1.05x plain)
-- runc 1 VF: `vfhotplug-hook prepare` (host attach, wait, files, config.json) plus `runc run -d`
-  (createRuntime moves the VF into the container's netns) (target: <= plain + 150 ms)
+- runc 1 VF: `vfhotplug-hook prepare` (host attach, wait, the move into the netns it pins, files,
+  config.json) plus `runc run -d` (no createRuntime hook: the container joins that netns) (target: <=
+  plain + 150 ms)
 - podman (when installed): an empty hooks dir, the shipped hooks.d JSON on a container without the
   annotation (filtered out by podman), and 1 VF (target: <= plain + 200 ms)
 Then where a 1-VF runc start's time goes, from the hook's own per-stage time lines in its log.

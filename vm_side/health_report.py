@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from vm_side.datapath_steps import VPP_STEP, VppStep, step_notes, telemetry_socket
+from vm_side.datapath_steps import step_notes, telemetry_socket
 from vm_side.dpdk_health import Health, HealthMonitor
 from vm_side.pod_record import PodState
 from vm_side.record_store import RecordStore, write_atomic
+from vm_side.vpp_step import VPP_STEP, VppStep
 
 HEALTH_FILE = "health.json"
 VPP_KEY = "vpp"  # VPP's own entry: one VPP serves every vpp-mode pod

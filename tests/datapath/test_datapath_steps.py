@@ -11,7 +11,7 @@ from contract.host_api import GrantedVf
 from contract.pci import PciAddress
 from tests.datapath.conftest import make_vpp
 from vm_side.adjustment import build_adjustment
-from vm_side.datapath_steps import DpdkEnvStep, VppStep, telemetry_socket
+from vm_side.datapath_steps import DpdkEnvStep, telemetry_socket
 from vm_side.demand import Mode, VfSlot
 from vm_side.dpdk_env import DpdkEnvs
 from vm_side.dpdk_health import HealthMonitor
@@ -20,6 +20,7 @@ from vm_side.pod_record import PodRecord, PodState, StepDone, VfBinding
 from vm_side.pods_view import render_pods
 from vm_side.record_store import RecordStore
 from vm_side.vpp_pod import VppPods, parse_tag
+from vm_side.vpp_step import VppStep
 
 UID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 ORPHAN = "99999999-2222-3333-4444-555555555555"

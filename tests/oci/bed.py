@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,12 +177,19 @@ class Bed:
         return res
 
     def hook_cmd(
-        self, *args: str, stdin: str = "", sim: bool = False, check: bool = True
+        self,
+        *args: str,
+        stdin: str = "",
+        sim: bool = False,
+        check: bool = True,
+        env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """The hook run by hand in the guest netns, as an admin or the runtime would."""
+        """The hook run by hand in the guest netns, as an admin or the runtime would (`env` added to ours)."""
         exe = self.sim_hook if sim else self.hook
         cmd = ["nsenter", f"--net={self.guest.netns_path}", str(exe), *self.hook_args(), *args]
-        res = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=60)
+        res = subprocess.run(
+            cmd, input=stdin, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
+        )
         if check and res.returncode != 0:
             raise AssertionError(f"hook {' '.join(args)} failed ({res.returncode}): {res.stderr}")
         return res

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -55,6 +56,7 @@ def assert_nothing_held(bed: oci_bed.Bed, cid: str) -> None:
     assert bed.guest.records() == []
     assert bed.guest.journal() == []
     assert sim_links(bed) == []
+    assert not (bed.guest.state_dir / "netns" / cid).exists()  # no pinned netns stays behind
 
 
 def test_kernel_mode_container_sees_its_vfs(bed):
@@ -63,11 +65,15 @@ def test_kernel_mode_container_sees_its_vfs(bed):
     config = json.loads((bundle / "config.json").read_text())
     prepare(bed, "k1", bundle)  # a repeat changes nothing and takes nothing more
     assert json.loads((bundle / "config.json").read_text()) == config
-    assert {h["args"][-1] for h in config["hooks"]["createRuntime"] + config["hooks"]["poststop"]} == {
-        "createRuntime",
-        "poststop",
-    }
+    # The container joins a netns prepare made and pinned, with the VFs already in it: no createRuntime.
+    (ns,) = [ns for ns in config["linux"]["namespaces"] if ns["type"] == "network"]
+    pin = Path(ns["path"])
+    assert pin.parent == bed.guest.state_dir / "netns" and pin.name == "k1"
+    assert [h["args"][-1] for h in config["hooks"]["poststop"]] == ["poststop"]
+    assert "createRuntime" not in config["hooks"]
     bed.runc("run", "-d", "--bundle", str(bundle), "k1")
+    pid = json.loads(bed.runc("state", "k1").stdout)["pid"]
+    assert os.stat(f"/proc/{pid}/ns/net").st_ino == pin.stat().st_ino
 
     leases = bed.host.leases_of("k1")
     assert len(leases) == 2 and {le.state for le in leases} == {"attached"}
@@ -84,7 +90,29 @@ def test_kernel_mode_container_sees_its_vfs(bed):
     assert (rec.pod_uid, rec.pod_name, rec.state, rec.entry) == ("k1", "oci/k1", PodState.READY, Entry.OCI)
 
     bed.runc("delete", "-f", "k1")
-    assert_nothing_held(bed, "k1")
+    assert_nothing_held(bed, "k1")  # poststop unpinned the netns after the VFs came home
+
+
+def test_prepare_loads_neither_vpp_nor_prometheus_without_a_vpp_table(bed):
+    """Python's own import log (PYTHONPROFILEIMPORTTIME, on the hook's stderr) is the oracle."""
+    assert "[vpp]" not in bed.guest.config.read_text()
+    bundle = bed.bundle("i1", "1")
+    res = bed.hook_cmd(
+        "prepare",
+        "--id",
+        "i1",
+        "--hook-path",
+        str(bed.hook),
+        str(bundle),
+        env={"PYTHONPROFILEIMPORTTIME": "1"},
+    )
+    imported = set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)", res.stderr, re.M))
+    assert {"grpc", "vm_side.lifecycle", "oci_hooks.hooks"} <= imported  # the oracle sees the hook
+    assert bed.host.leases_of("i1")  # and the hook did its work
+    heavy = ("prometheus_client", "vpp_papi", "vm_side.vpp", "vm_side.vpp_pod", "vm_side.dpdk_health")
+    assert not {m for m in imported if m.startswith(heavy)}
+    bed.hook_cmd("release", "i1")
+    assert_nothing_held(bed, "i1")
 
 
 def test_dpdk_mode_gets_vfio_devices_env_and_mounts(bed):
@@ -145,6 +173,7 @@ def test_bad_annotation_refused_with_one_line_and_no_lease(bed):
     (line,) = res.stderr.splitlines()
     assert "vfhotplug.io/vfs request 0 field 'vlan'" in line and "b1" in line
     assert (bundle / "config.json").read_text() == before
+    assert not (bed.guest.state_dir / "netns" / "b1").exists()  # the netns made for it is gone too
 
     # runc with the documented hooks but without prepare: createRuntime refuses, naming the field.
     bed.add_hooks(bundle)

@@ -17,6 +17,8 @@ from oci_hooks.spec import (
     Stage,
     apply_adjustment,
     ensure_hooks,
+    join_network_namespace,
+    makes_network_namespace,
     network_namespace_path,
     parse_state,
     podman_container_id,
@@ -159,6 +161,20 @@ def test_network_namespace_path():
     assert network_namespace_path(BASE) is None
     joined = {"linux": {"namespaces": [{"type": "network", "path": "/run/netns/cni-1"}]}}
     assert network_namespace_path(joined) == "/run/netns/cni-1"
+
+
+def test_joining_a_network_namespace_replaces_only_the_new_one():
+    config = {"linux": {"namespaces": [{"type": "pid"}, {"type": "network"}], "sysctl": {"a": "1"}}}
+    before = copy.deepcopy(config)
+    assert makes_network_namespace(config)
+    out = join_network_namespace(config, "/var/lib/vfhotplug/netns/c1")
+    assert out["linux"]["namespaces"] == [
+        {"type": "pid"},
+        {"type": "network", "path": "/var/lib/vfhotplug/netns/c1"},
+    ]
+    assert out["linux"]["sysctl"] == {"a": "1"} and config == before  # a copy; other fields untouched
+    assert network_namespace_path(out) == "/var/lib/vfhotplug/netns/c1" and not makes_network_namespace(out)
+    assert not makes_network_namespace({"linux": {"namespaces": [{"type": "pid"}]}})  # the host's netns
 
 
 def test_refusal_runs_first_at_create_runtime():
