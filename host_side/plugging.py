@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from contract.errors import BackendUnavailable, DeadlineExceeded, HostSideError, NotFound, PreconditionFailed
 from host_side.api.lease_state import LeaseState
@@ -32,28 +33,21 @@ def remaining(deadline: float, what: str) -> float:
     return left
 
 
+@dataclass(eq=False)  # a service: compared by identity
 class Plugger:
     """Drives leases through their side effects; shared by the API calls, the warm pool and reconcile.
 
     `alloc` is held while VFs change owner (choose + reserve) and while reconcile settles leases;
     leases a call is working on are marked busy so reconcile keeps off them."""
 
-    def __init__(
-        self,
-        timeouts: Timeouts,
-        store: LeaseStore,
-        hotplug: Hotplug,
-        netlink: VfNetlink,
-        observe: Observe | None = None,
-    ) -> None:
-        self._timeouts = timeouts
-        self._store = store
-        self._hotplug = hotplug
-        self._netlink = netlink
-        self._observe = observe or (lambda phase, seconds: None)
-        self.alloc = threading.Lock()
-        self._busy_lock = threading.Lock()
-        self._busy: Counter[str] = Counter()
+    timeouts: Timeouts
+    store: LeaseStore
+    hotplug: Hotplug
+    netlink: VfNetlink
+    observe: Observe | None = None  # gets (phase, seconds) of each timed phase
+    alloc: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _busy_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _busy: Counter[str] = field(default_factory=Counter, init=False)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -61,7 +55,8 @@ class Plugger:
         try:
             yield
         finally:
-            self._observe(name, time.monotonic() - t0)
+            if self.observe is not None:
+                self.observe(name, time.monotonic() - t0)
 
     def mark(self, leases: Sequence[Lease]) -> None:
         with self._busy_lock:
@@ -79,11 +74,11 @@ class Plugger:
     def give_back_claims(self, claimed: Sequence[tuple[Lease, Lease]]) -> None:
         """Spares claimed by a failed call become spares again, with their own settings back."""
         for spare, _ in claimed:
-            self._store.unclaim(spare)
+            self.store.unclaim(spare)
             try:
-                self._netlink.apply_vf(spare.vf, spare.desired)
+                self.netlink.apply_vf(spare.vf, spare.desired)
             except HostSideError as e:
-                current = self._store.get(spare.lease_id)
+                current = self.store.get(spare.lease_id)
                 if current is not None:
                     self.quarantine(current, f"restoring spare settings failed: {e}")
                 continue
@@ -95,16 +90,16 @@ class Plugger:
         """reserved -> attaching -> attached. On failure the lease is freed or quarantined, and re-raised."""
         what = f"VF {lease.vf.pci} for pod {lease.pod_uid} on VM {lease.vm}"
         with self.phase("netlink"):
-            original = self._netlink.read_vf(lease.vf)
-        lease = self._store.move(lease, LeaseState.ATTACHING, original=original)
+            original = self.netlink.read_vf(lease.vf)
+        lease = self.store.move(lease, LeaseState.ATTACHING, original=original)
         asked_libvirt = False
         try:
             with self.phase("netlink"):
-                self._netlink.apply_vf(lease.vf, lease.desired)
-            timeout = min(self._timeouts.attach_s, remaining(deadline, what))
+                self.netlink.apply_vf(lease.vf, lease.desired)
+            timeout = min(self.timeouts.attach_s, remaining(deadline, what))
             asked_libvirt = True
             with self.phase("hotplug"):
-                dev = self._hotplug.attach(
+                dev = self.hotplug.attach(
                     lease.domain, lease.vf, lease_alias(lease.lease_id), lease.desired, timeout
                 )
         except (DeadlineExceeded, BackendUnavailable) as e:
@@ -118,11 +113,11 @@ class Plugger:
         except BaseException:  # libvirt refused (or the VF settings failed): nothing reached the guest
             self.restore_and_free(lease)
             raise
-        return self._store.move(lease, LeaseState.ATTACHED, guest_pci=dev.guest_pci)
+        return self.store.move(lease, LeaseState.ATTACHED, guest_pci=dev.guest_pci)
 
     def quarantine(self, lease: Lease, reason: str) -> None:
         """Keeps the VF out of use until an admin or a reconcile that sees the truth frees it."""
-        self._store.move(lease, LeaseState.QUARANTINED, reason=reason)
+        self.store.move(lease, LeaseState.QUARANTINED, reason=reason)
         log.error(
             "VF %s (lease %s, pod %s, VM %s) quarantined: %s",
             lease.vf.pci,
@@ -137,11 +132,11 @@ class Plugger:
         if lease.original is not None:
             try:
                 with self.phase("netlink"):
-                    self._netlink.apply_vf(lease.vf, lease.original)
+                    self.netlink.apply_vf(lease.vf, lease.original)
             except HostSideError as e:
                 self.quarantine(lease, f"restoring VF settings failed: {e}")
                 return False
-        self._store.free(lease)
+        self.store.free(lease)
         return True
 
     def undo_marked(self, lease: Lease, timeout_s: float) -> bool:
@@ -156,26 +151,26 @@ class Plugger:
     def undo(self, lease: Lease, timeout_s: float | None = None) -> bool:
         """Takes a lease back in whatever state it is; True when the VF is free again."""
         if lease.state is LeaseState.RESERVED:
-            self._store.free(lease)  # nothing was touched yet
+            self.store.free(lease)  # nothing was touched yet
             return True
         return self.unplug(lease, timeout_s)
 
     def unplug(self, lease: Lease, timeout_s: float | None = None) -> bool:
         """-> detaching -> (device gone, settings restored) free; a timeout quarantines. True when freed."""
         if lease.state is not LeaseState.DETACHING:
-            lease = self._store.move(lease, LeaseState.DETACHING, reason=lease.reason)
+            lease = self.store.move(lease, LeaseState.DETACHING, reason=lease.reason)
         alias = lease_alias(lease.lease_id)
-        timeout = timeout_s if timeout_s is not None else self._timeouts.detach_s
+        timeout = timeout_s if timeout_s is not None else self.timeouts.detach_s
         try:
             with self.phase("hotplug"):
-                self._hotplug.detach(lease.domain, alias, timeout)
+                self.hotplug.detach(lease.domain, alias, timeout)
         except DeadlineExceeded as e:
             self.quarantine(lease, f"detach timed out, the guest still holds it: {e}")
             return False
         except NotFound:
             log.info("lease %s: libvirt no longer has %s in %s", lease.lease_id, alias, lease.domain)
         except PreconditionFailed as e:
-            if self._hotplug.domain_running(lease.domain):
+            if self.hotplug.domain_running(lease.domain):
                 # DEVICE_REMOVAL_FAILED: the guest refused and still holds the device.
                 self.quarantine(lease, f"the guest refused to let go: {e}")
                 return False

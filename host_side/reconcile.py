@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from contract.errors import BackendUnavailable, HostSideError
 from host_side.api.lease_state import LeaseState
@@ -24,33 +25,25 @@ log = logging.getLogger(__name__)
 _ANSWER_KEEP_S = 86400.0
 
 
+@dataclass(eq=False)  # a service: compared by identity
 class Reconciler:
-    def __init__(
-        self,
-        cfg: HostConfig,
-        inventory: SysfsInventory,
-        store: LeaseStore,
-        hotplug: Hotplug,
-        netlink: VfNetlink,
-        plugger: Plugger,
-    ) -> None:
-        self._cfg = cfg
-        self._inventory = inventory
-        self._store = store
-        self._hotplug = hotplug
-        self._netlink = netlink
-        self._plugger = plugger
+    cfg: HostConfig
+    inventory: SysfsInventory
+    store: LeaseStore
+    hotplug: Hotplug
+    netlink: VfNetlink
+    plugger: Plugger
 
     def use_config(self, cfg: HostConfig) -> None:
-        self._cfg = cfg  # a reloaded identity map: the domains to look at change with it
+        self.cfg = cfg  # a reloaded identity map: the domains to look at change with it
 
     def rescan(self) -> bool:
         """Re-reads sysfs when VF counts or drivers changed; True when the inventory was updated."""
-        inv = self._inventory.scan_if_changed()
+        inv = self.inventory.scan_if_changed()
         if inv is None:
             return False
-        self._store.sync_inventory(inv.vfs)
-        log.info("inventory: %d VF(s) in %d pool(s)", len(inv.vfs), len(self._cfg.pools))
+        self.store.sync_inventory(inv.vfs)
+        log.info("inventory: %d VF(s) in %d pool(s)", len(inv.vfs), len(self.cfg.pools))
         return True
 
     def run(self, *, startup: bool = False) -> None:
@@ -60,27 +53,27 @@ class Reconciler:
         freed. A domain libvirt reports as not running holds no devices: its leases are freed. When libvirt
         cannot be asked, nothing changes. Our aliases without a lease are unplugged."""
         self.rescan()
-        self._store.prune_answers(_ANSWER_KEEP_S)
-        leases = self._store.leases()
-        domains = {vm.domain for vm in self._cfg.vms.values()} | {le.domain for le in leases}
+        self.store.prune_answers(_ANSWER_KEEP_S)
+        leases = self.store.leases()
+        domains = {vm.domain for vm in self.cfg.vms.values()} | {le.domain for le in leases}
         for domain in sorted(domains):
             self._domain(domain, [le for le in leases if le.domain == domain], startup)
 
     def run_domain(self, domain: str) -> None:
         """`run` for one domain, at once (a lifecycle event of libvirt asked for it)."""
-        self._domain(domain, [le for le in self._store.leases() if le.domain == domain], startup=False)
+        self._domain(domain, [le for le in self.store.leases() if le.domain == domain], startup=False)
 
     def _domain(self, domain: str, mine: list[Lease], startup: bool) -> None:
         try:
-            running = self._hotplug.domain_running(domain)
-            live = self._hotplug.live_devices(domain) if running else {}
+            running = self.hotplug.domain_running(domain)
+            live = self.hotplug.live_devices(domain) if running else {}
         except BackendUnavailable as e:
             log.warning("reconcile: domain %s skipped, libvirt unavailable: %s", domain, e)
             return
-        with self._plugger.alloc:  # no allocation interleaves with the check of this domain
+        with self.plugger.alloc:  # no allocation interleaves with the check of this domain
             for le in mine:
-                current = self._store.get(le.lease_id)
-                if current is None or current.state != le.state or self._plugger.is_busy(le.lease_id):
+                current = self.store.get(le.lease_id)
+                if current is None or current.state != le.state or self.plugger.is_busy(le.lease_id):
                     continue  # a call is working on it
                 try:
                     self._settle(current, live.get(lease_alias(le.lease_id)), running, startup)
@@ -90,21 +83,21 @@ class Reconciler:
                     log.warning(
                         "reconcile: lease %s (VF %s) left %s: %s", le.lease_id, le.vf.pci, le.state, e
                     )
-        known = {lease_alias(le.lease_id) for le in self._store.leases()}
+        known = {lease_alias(le.lease_id) for le in self.store.leases()}
         for alias in sorted(set(live) - known):
             log.warning("reconcile: domain %s holds %s without a lease; unplugging it", domain, alias)
             try:
-                self._hotplug.detach(domain, alias, self._cfg.timeouts.detach_s)
+                self.hotplug.detach(domain, alias, self.cfg.timeouts.detach_s)
             except HostSideError as e:
                 log.warning("reconcile: could not unplug %s from %s: %s", alias, domain, e)
 
     def _settle(self, le: Lease, dev: PluggedDevice | None, running: bool, startup: bool) -> None:
         if le.state is LeaseState.RESERVED:
-            self._store.free(le)
+            self.store.free(le)
             log.info("reconcile: lease %s (VF %s) was only reserved; freed", le.lease_id, le.vf.pci)
         elif dev is not None and le.state in (LeaseState.ATTACHING, LeaseState.ATTACHED):
             if le.state is LeaseState.ATTACHING or le.guest_pci is None:
-                self._store.move(le, LeaseState.ATTACHED, guest_pci=dev.guest_pci)
+                self.store.move(le, LeaseState.ATTACHED, guest_pci=dev.guest_pci)
                 log.info(
                     "reconcile: adopted lease %s (VF %s in %s at %s)",
                     le.lease_id,
@@ -113,14 +106,14 @@ class Reconciler:
                     dev.guest_pci,
                 )
             if startup:
-                self._netlink.apply_vf(le.vf, le.desired)  # a crash may have come between claim and settings
+                self.netlink.apply_vf(le.vf, le.desired)  # a crash may have come between claim and settings
         elif dev is not None:  # detaching, or quarantined while the guest still holds it: unplug again
-            self._plugger.unplug(le)
+            self.plugger.unplug(le)
         elif (
             running
             and le.state is LeaseState.QUARANTINED
             and (le.reason or "").startswith(ATTACH_UNKNOWN)
-            and time.time() - le.since <= self._cfg.timeouts.attach_s
+            and time.time() - le.since <= self.cfg.timeouts.attach_s
         ):
             pass  # a timed-out attach may still complete; wait one attach timeout before believing it
         else:
@@ -133,4 +126,4 @@ class Reconciler:
                 le.state,
                 le.domain,
             )
-            self._plugger.restore_and_free(le)
+            self.plugger.restore_and_free(le)

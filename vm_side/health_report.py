@@ -51,31 +51,25 @@ def read_health(path: Path) -> dict[str, HealthEntry]:
     }
 
 
+@dataclass(eq=False)  # a service: compared by identity
 class HealthPoller:
     """One round: poll the ready pods' data paths, drop gone pods' series, rewrite the file."""
 
-    def __init__(
-        self,
-        store: RecordStore,
-        monitor: HealthMonitor,
-        path: Path,
-        vpp: VppStep | None = None,
-    ) -> None:
-        self._store = store
-        self.monitor = monitor
-        self.path = path
-        self._vpp = vpp
+    store: RecordStore
+    monitor: HealthMonitor
+    path: Path
+    vpp: VppStep | None = None
 
     def poll_once(self) -> dict[str, HealthEntry]:
-        ready = [r for r in self._store.all() if r.state is PodState.READY]
+        ready = [r for r in self.store.all() if r.state is PodState.READY]
         seen = set()
         for rec in ready:
             sock = telemetry_socket(rec)
             if sock is not None:
                 self.monitor.poll_dpdk(rec.pod_uid, sock)
                 seen.add(rec.pod_uid)
-        if self._vpp is not None and any(step_notes(r, VPP_STEP) is not None for r in ready):
-            self._vpp.poll_health(self.monitor)
+        if self.vpp is not None and any(step_notes(r, VPP_STEP) is not None for r in ready):
+            self.vpp.poll_health(self.monitor)
             seen.add(VPP_KEY)
         for gone in set(self.monitor.status()) - seen:
             self.monitor.forget(gone)
