@@ -3,8 +3,7 @@ per mode, write the per-pod files, then the datapath steps; each returns the rec
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -26,30 +25,19 @@ class StartAction(Protocol):
     def __call__(self, rec: PodRecord, deadline: float, /) -> PodRecord: ...
 
 
+@dataclass(eq=False)  # a service: compared by identity
 class PodStart:
     """The start path's steps; `margin_s` of every deadline is kept back for a rollback."""
 
-    def __init__(
-        self,
-        host: HostApi,
-        store: RecordStore,
-        sysfs: GuestSysfs,
-        finder: DeviceFinder,
-        binder: Binder,
-        steps: Sequence[PodStep],
-        run_dir: Path,
-        margin_s: float,
-        cdi: CdiStore | None = None,
-    ) -> None:
-        self._host = host
-        self._store = store
-        self._sysfs = sysfs
-        self._finder = finder
-        self._binder = binder
-        self._steps = tuple(steps)
-        self._run_dir = run_dir
-        self._margin_s = margin_s
-        self._cdi = cdi
+    host: HostApi
+    store: RecordStore
+    sysfs: GuestSysfs
+    finder: DeviceFinder
+    binder: Binder
+    steps: tuple[PodStep, ...]
+    run_dir: Path
+    margin_s: float
+    cdi: CdiStore | None = None
 
     def plan(self, demand: PodDemand) -> list[tuple[str, StartAction]]:
         """The named steps the demand needs, in order, ending with the record `ready`."""
@@ -59,10 +47,10 @@ class PodStart:
             ("bind", self.bind),
             ("pod files", self._files),
         ]
-        for s in self._steps:
+        for s in self.steps:
             if any(s.handles(m) for m in demand.modes):
                 plan.append((s.name, self._step_action(s)))
-        if self._cdi is not None and Mode.DPDK in demand.modes:
+        if self.cdi is not None and Mode.DPDK in demand.modes:
             # Last: the spec carries the env and mounts the steps add, and exists before any container.
             plan.append(("cdi spec", self._cdi_spec))
         plan.append(("ready", lambda rec, _d: replace(rec, state=PodState.READY)))
@@ -73,29 +61,29 @@ class PodStart:
         for vf in rec.vfs:
             if vf.bound or (vf.slot.mode is Mode.KERNEL and not rec.netns):
                 continue
-            check_time(deadline, self._margin_s, f"bind {vf.slot.ifname}")
-            noted = self._binder.note_original(vf)
+            check_time(deadline, self.margin_s, f"bind {vf.slot.ifname}")
+            noted = self.binder.note_original(vf)
             if noted != vf:
                 vf = noted
                 rec = rec.with_vf(vf)
-                self._store.save(rec)  # the original driver is on disk before it changes
-            rec = rec.with_vf(self._binder.bind(rec, vf))
-            self._store.save(rec)
+                self.store.save(rec)  # the original driver is on disk before it changes
+            rec = rec.with_vf(self.binder.bind(rec, vf))
+            self.store.save(rec)
         if any(vf.slot.mode is Mode.DPDK for vf in rec.vfs):
-            dev = self._sysfs.vfio_container_dev()
+            dev = self.sysfs.vfio_container_dev()
             if dev is None:
                 raise BindError("the guest has no /dev/vfio/vfio (class/misc/vfio/dev missing); load vfio")
             rec = replace(rec, vfio_container_dev=dev)
         return rec
 
     def _attach(self, rec: PodRecord, deadline: float) -> PodRecord:
-        return replace(rec, vfs=host_attach.attach(self._host, rec, deadline, self._margin_s))
+        return replace(rec, vfs=host_attach.attach(self.host, rec, deadline, self.margin_s))
 
     def _wait(self, rec: PodRecord, deadline: float) -> PodRecord:
         expected = [
             Expected(replace(vf.grant, guest_pci=vf.guest_pci), vf.slot.mode is Mode.KERNEL) for vf in rec.vfs
         ]
-        found = self._finder.wait_all(rec.pod_name, expected, deadline - self._margin_s)
+        found = self.finder.wait_all(rec.pod_name, expected, deadline - self.margin_s)
         vfs = tuple(
             replace(vf, guest_pci=f.guest_pci, guest_ifname=f.ifname)
             for vf, f in zip(rec.vfs, found, strict=True)
@@ -103,9 +91,9 @@ class PodStart:
         return replace(rec, vfs=vfs)
 
     def _files(self, rec: PodRecord, _deadline: float) -> PodRecord:
-        pod_dir = self._run_dir / rec.pod_uid
+        pod_dir = self.run_dir / rec.pod_uid
         rec = replace(rec, run_dir=str(pod_dir))
-        self._store.save(rec)  # undo knows the folder before it exists
+        self.store.save(rec)  # undo knows the folder before it exists
         (pod_dir / DEVINFO_SUBDIR).mkdir(parents=True, exist_ok=True)
         for name, text in device_info_files(rec).items():
             write_atomic(pod_dir / DEVINFO_SUBDIR / name, text, durable=False)  # a run folder, gone at boot
@@ -113,13 +101,13 @@ class PodStart:
 
     def _cdi_spec(self, rec: PodRecord, _deadline: float) -> PodRecord:
         spec = pod_cdi_spec(replace(rec, state=PodState.READY))  # what the ready pod's containers get
-        if spec is not None and self._cdi is not None:
-            self._cdi.write(rec.pod_uid, spec)  # teardown removes it whether or not it got this far
+        if spec is not None and self.cdi is not None:
+            self.cdi.write(rec.pod_uid, spec)  # teardown removes it whether or not it got this far
         return rec
 
     def _step_action(self, step: PodStep) -> StartAction:
         def run(rec: PodRecord, deadline: float) -> PodRecord:
-            notes = step.apply(rec, deadline - self._margin_s)
+            notes = step.apply(rec, deadline - self.margin_s)
             return replace(rec, steps=(*rec.steps, StepDone(step.name, dict(notes))))
 
         return run

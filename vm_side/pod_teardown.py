@@ -7,8 +7,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from contract.crash_points import CrashPoints
 from contract.host_api import HostApi, HostCallError
@@ -23,65 +22,53 @@ from vm_side.release_journal import OwedRelease, ReleaseJournal, ReleaseWorker, 
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)  # a service: compared by identity
 class PodTeardown:
-    def __init__(
-        self,
-        host: HostApi,
-        store: RecordStore,
-        journal: ReleaseJournal,
-        worker: ReleaseWorker,
-        binder: Binder,
-        steps: Sequence[PodStep],
-        locks: PodLocks,
-        crash_points: CrashPoints,
-        host_timeout_s: float,
-        cdi: CdiStore | None = None,
-    ) -> None:
-        self._host = host
-        self._store = store
-        self._journal = journal
-        self._worker = worker
-        self._binder = binder
-        self._steps = tuple(steps)
-        self._locks = locks
-        self._crash = crash_points
-        self._host_timeout_s = host_timeout_s
-        self._cdi = cdi
-        self._background_guard = threading.Lock()
-        self._background: list[threading.Thread] = []
+    host: HostApi
+    store: RecordStore
+    journal: ReleaseJournal
+    worker: ReleaseWorker
+    binder: Binder
+    steps: tuple[PodStep, ...]
+    locks: PodLocks
+    crash: CrashPoints
+    host_timeout_s: float
+    cdi: CdiStore | None = None
+    _background_guard: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _background: list[threading.Thread] = field(default_factory=list, init=False)
 
     def teardown(self, rec: PodRecord, release_timeout_s: float | None = None) -> None:
         """Undo in reverse, then release on the host; journal the release if the host does not confirm.
         The caller holds the pod's lock."""
         rec = replace(rec, state=PodState.RELEASING)
         try:
-            self._store.save(rec)
+            self.store.save(rec)
         except StateWriteError as e:
             # Giving the VFs back matters more than marking it: a crash from here on leaves the older record,
             # which names the same VFs, and the next reconcile undoes it all the same.
             log.error("pod %s (%s): %s; releasing without the mark", rec.pod_name, rec.pod_uid, e)
-        self._crash.reached("releasing")
+        self.crash.reached("releasing")
         self._remove_cdi_spec(rec)
         self._undo_steps(rec)
         if rec.run_dir is not None:
             shutil.rmtree(rec.run_dir, ignore_errors=True)
         for vf in reversed(rec.vfs):
             try:
-                rec = rec.with_vf(self._binder.unbind(rec, vf))
+                rec = rec.with_vf(self.binder.unbind(rec, vf))
             except BindError as e:
                 # The host's detach takes the VF out of the guest wherever it is; nothing leaks.
                 log.error("pod %s (%s): %s; the host detach will remove it", rec.pod_name, rec.pod_uid, e)
-        self._crash.reached("unbound")
+        self.crash.reached("unbound")
         owed = OwedRelease(rec.pod_uid, rec.pod_name, f"{rec.request_id}/release", time.time())
         try:
-            settle(self._host, owed, release_timeout_s or self._host_timeout_s)
-            self._crash.reached("host release")
+            settle(self.host, owed, release_timeout_s or self.host_timeout_s)
+            self.crash.reached("host release")
         except HostCallError as e:
             log.warning(
                 "pod %s (%s): host release not confirmed (%s); journaled", rec.pod_name, rec.pod_uid, e
             )
             try:
-                self._journal.add(owed)
+                self.journal.add(owed)
             except StateWriteError as je:
                 # Neither the host nor the disk: the record stays, and the next reconcile releases it.
                 log.error(
@@ -91,16 +78,16 @@ class PodTeardown:
                     je,
                 )
                 return
-            self._worker.kick()
-        self._store.remove(rec.pod_uid)
+            self.worker.kick()
+        self.store.remove(rec.pod_uid)
 
     def teardown_later(self, rec: PodRecord) -> None:
         """Marks the record `releasing` and tears it down in a background thread (after the pod's lock)."""
-        self._store.save(replace(rec, state=PodState.RELEASING))
+        self.store.save(replace(rec, state=PodState.RELEASING))
 
         def undo() -> None:
-            with self._locks.hold(rec.pod_uid):
-                left = self._store.load(rec.pod_uid)
+            with self.locks.hold(rec.pod_uid):
+                left = self.store.load(rec.pod_uid)
                 if left is not None and left.state is PodState.RELEASING:
                     self.teardown(left)
 
@@ -120,15 +107,15 @@ class PodTeardown:
 
     def _remove_cdi_spec(self, rec: PodRecord) -> None:
         """First of all, so no container created from now on is given devices about to go."""
-        if self._cdi is None:
+        if self.cdi is None:
             return
         try:
-            self._cdi.remove(rec.pod_uid)
+            self.cdi.remove(rec.pod_uid)
         except OSError as e:  # the VFs must go back all the same; reconcile retries the file
             log.error("pod %s (%s): cannot remove its CDI spec (%s)", rec.pod_name, rec.pod_uid, e)
 
     def _undo_steps(self, rec: PodRecord) -> None:
-        by_name = {s.name: s for s in self._steps}
+        by_name = {s.name: s for s in self.steps}
         for done in reversed(rec.steps):
             step = by_name.get(done.name)
             if step is None:

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from contract.errors import ErrorKind
@@ -65,46 +65,38 @@ def settle(host: HostApi, entry: OwedRelease, timeout_s: float) -> None:
     log.info("pod %s (%s): host released its leases", entry.pod_name, entry.pod_uid)
 
 
+@dataclass(eq=False)  # a service: compared by identity
 class ReleaseWorker:
     """Retries journaled releases in a background thread with exponential backoff until confirmed."""
 
-    def __init__(
-        self,
-        journal: ReleaseJournal,
-        host: HostApi,
-        timeout_s: float = 10.0,
-        backoff_s: tuple[float, float] = (0.5, 30.0),
-        clock: Callable[[], float] = time.monotonic,
-        pod_guard: Callable[[str], AbstractContextManager[None]] = lambda _uid: nullcontext(),
-    ) -> None:
-        self._journal = journal
-        self._host = host
-        self._timeout_s = timeout_s
-        self._backoff = backoff_s
-        self._clock = clock
-        # Held around each retry so a new attach for the same pod cannot slip in between (and be released).
-        self._pod_guard = pod_guard
-        self._due: dict[str, tuple[float, float]] = {}  # pod uid -> (next try, current delay)
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+    journal: ReleaseJournal
+    host: HostApi
+    timeout_s: float = 10.0
+    backoff_s: tuple[float, float] = (0.5, 30.0)  # first and longest delay between tries
+    clock: Callable[[], float] = time.monotonic
+    # Held around each retry so a new attach for the same pod cannot slip in between (and be released).
+    pod_guard: Callable[[str], AbstractContextManager[None]] = lambda _uid: nullcontext()
+    _due: dict[str, tuple[float, float]] = field(default_factory=dict, init=False)  # uid -> (next, delay)
+    _wake: threading.Event = field(default_factory=threading.Event, init=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def run_once(self, force: bool = False) -> int:
         """Try every due entry (every entry with `force`) once; returns how many are still owed."""
         with self._lock:
-            now = self._clock()
+            now = self.clock()
             left = 0
-            for entry in self._journal.entries():
-                due, delay = self._due.get(entry.pod_uid, (now, self._backoff[0]))
+            for entry in self.journal.entries():
+                due, delay = self._due.get(entry.pod_uid, (now, self.backoff_s[0]))
                 if due > now and not force:
                     left += 1
                     continue
                 try:
-                    with self._pod_guard(entry.pod_uid):
-                        if self._journal.get(entry.pod_uid) != entry:
+                    with self.pod_guard(entry.pod_uid):
+                        if self.journal.get(entry.pod_uid) != entry:
                             continue  # settled meanwhile by the pod's own next prepare
-                        settle(self._host, entry, self._timeout_s)
+                        settle(self.host, entry, self.timeout_s)
                 except HostCallError as e:
                     log.warning(
                         "pod %s (%s): release still owed (%s); retry in %.1fs",
@@ -113,10 +105,10 @@ class ReleaseWorker:
                         e,
                         delay,
                     )
-                    self._due[entry.pod_uid] = (now + delay, min(delay * 2, self._backoff[1]))
+                    self._due[entry.pod_uid] = (now + delay, min(delay * 2, self.backoff_s[1]))
                     left += 1
                     continue
-                self._journal.remove(entry.pod_uid)
+                self.journal.remove(entry.pod_uid)
                 self._due.pop(entry.pod_uid, None)
             return left
 
@@ -137,7 +129,7 @@ class ReleaseWorker:
     def _run(self) -> None:
         while not self._stop.is_set():
             left = self.run_once()
-            self._wake.wait(self._backoff[0] if left else None)
+            self._wake.wait(self.backoff_s[0] if left else None)
             self._wake.clear()
 
 
