@@ -72,6 +72,14 @@ class VppModel:
         # VPP puts a deleted interface back into L3 mode; a peer's xconnect towards it stays configured.
         self.xconnects.pop(sw_if_index, None)
 
+    def _remove_of_kind(self, sw_if_index: int, kind: str, what: str) -> dict[str, Any]:
+        """The delete call of one kind: VPP refuses an interface another call created."""
+        iface = self._iface(sw_if_index)
+        if iface.kind != kind:
+            raise StandinError(INVALID_SW_IF_INDEX, f"{iface.name} is not {what}")
+        self._remove(iface.sw_if_index)
+        return {"retval": 0}
+
     def crash(self) -> None:
         """The process dies: listening memif sockets close, their files stay on disk."""
         for lsn in self._listeners.values():
@@ -160,11 +168,7 @@ class VppModel:
         return {"retval": 0, "sw_if_index": iface.sw_if_index}
 
     def avf_delete(self, req: Any) -> dict[str, Any]:
-        iface = self._iface(req.sw_if_index)
-        if iface.kind != "avf":
-            raise StandinError(INVALID_SW_IF_INDEX, f"{iface.name} is not an avf interface")
-        self._remove(iface.sw_if_index)
-        return {"retval": 0}
+        return self._remove_of_kind(req.sw_if_index, "avf", "an avf interface")
 
     # ---- dev ----------------------------------------------------------------------------------------
 
@@ -189,11 +193,7 @@ class VppModel:
         return {"retval": 0, "sw_if_index": iface.sw_if_index}
 
     def dev_remove_port_if(self, req: Any) -> dict[str, Any]:
-        iface = self._iface(req.sw_if_index)
-        if iface.kind != "dev":
-            raise StandinError(INVALID_SW_IF_INDEX, f"{iface.name} is not a device port")
-        self._remove(iface.sw_if_index)
-        return {"retval": 0}
+        return self._remove_of_kind(req.sw_if_index, "dev", "a device port")
 
     def dev_detach(self, req: Any) -> dict[str, Any]:
         if req.dev_index not in self.devices:
