@@ -11,23 +11,19 @@ from host_side.api.lease_state import LeaseState
 
 
 def request_to_pb(r: VfRequest) -> _pb.VfRequest:
-    m = _pb.VfRequest(
+    # None leaves an optional field unset (HasField false): "not asked", unlike 0 or False.
+    return _pb.VfRequest(
         pool=r.pool,
         count=r.count,
         mac=r.mac or "",
+        vlan=r.vlan,
         qos=r.qos,
+        trust=r.trust,
+        spoofchk=r.spoofchk,
         min_tx_rate_mbps=r.min_tx_rate_mbps,
         max_tx_rate_mbps=r.max_tx_rate_mbps,
+        numa=r.numa,
     )
-    if r.vlan is not None:
-        m.vlan = r.vlan
-    if r.trust is not None:
-        m.trust = r.trust
-    if r.spoofchk is not None:
-        m.spoofchk = r.spoofchk
-    if r.numa is not None:
-        m.numa = r.numa
-    return m
 
 
 def request_from_pb(m: _pb.VfRequest) -> VfRequest:
@@ -46,18 +42,16 @@ def request_from_pb(m: _pb.VfRequest) -> VfRequest:
 
 
 def granted_to_pb(g: GrantedVf) -> _pb.GrantedVf:
-    m = _pb.GrantedVf(
+    return _pb.GrantedVf(
         lease_id=g.lease_id,
         host_pci=str(g.host_pci),
         guest_pci=str(g.guest_pci) if g.guest_pci else "",
         mac=g.mac,
         vlan=g.vlan,
         pool=g.pool,
+        numa=g.numa,  # None: unset
         request_index=g.request_index,
     )
-    if g.numa is not None:
-        m.numa = g.numa
-    return m
 
 
 def granted_from_pb(m: _pb.GrantedVf) -> GrantedVf:
