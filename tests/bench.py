@@ -5,11 +5,14 @@ Figures are medians/ratios on this machine; nothing here passes or fails on spee
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import platform
 import sys
 import time
+
+from testbed.containerd import RUNTIMES, Runtime
 
 SECTIONS = (
     (
@@ -41,6 +44,18 @@ def machine() -> str:
         f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores ({model}), {ram} GiB, "
         f"Linux {platform.release()}, Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}"
     )
+
+
+def add_runtime_option(p: argparse.ArgumentParser) -> None:
+    """`--runtime NAME` (repeatable) of a bench over the containerd releases."""
+    names = [r.name for r in RUNTIMES]
+    p.add_argument(
+        "--runtime", choices=names, action="append", help=f"runtimes to bench (default: all of {names})"
+    )
+
+
+def chosen_runtimes(args: argparse.Namespace) -> list[Runtime]:
+    return [r for r in RUNTIMES if not args.runtime or r.name in args.runtime]
 
 
 def main() -> int:

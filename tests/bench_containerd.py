@@ -12,8 +12,8 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 
-from testbed.containerd import RUNTIMES, Containerd, Runtime, run_pod, stop_and_remove_pod
-from tests.bench import machine
+from testbed.containerd import Containerd, Runtime, run_pod, stop_and_remove_pod
+from tests.bench import add_runtime_option, chosen_runtimes, machine
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -30,14 +30,11 @@ def _figures(name: str, seconds: list[float]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="bench_containerd")
-    names = [r.name for r in RUNTIMES]
-    p.add_argument(
-        "--runtime", choices=names, action="append", help=f"runtimes to bench (default: all of {names})"
-    )
+    add_runtime_option(p)
     p.add_argument("--pods", type=int, default=20, help="pods per kind")
     args = p.parse_args(argv)
     print(machine())
-    for runtime in [r for r in RUNTIMES if not args.runtime or r.name in args.runtime]:
+    for runtime in chosen_runtimes(args):
         _bench_runtime(runtime, args.pods)
 
 

@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from testbed.containerd import RUNTIMES, Containerd, Runtime, RuntimeStub, run_pod, stop_and_remove_pod
-from tests.bench import machine
+from testbed.containerd import Containerd, Runtime, RuntimeStub, run_pod, stop_and_remove_pod
+from tests.bench import add_runtime_option, chosen_runtimes, machine
 from tests.stack import SimStack
 
 ONE = {"vfhotplug.io/vfs": "1"}
@@ -139,16 +139,13 @@ def _version(runtime: Runtime) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="bench_pods")
-    names = [r.name for r in RUNTIMES]
-    p.add_argument(
-        "--runtime", choices=names, action="append", help=f"runtimes to bench (default: all of {names})"
-    )
+    add_runtime_option(p)
     p.add_argument("--blocks", type=int, default=4, help="rounds of alternating blocks")
     p.add_argument("--pods", type=int, default=15, help="pods per block")
     p.add_argument("--rss-pods", type=int, default=200, help="1-VF pods before the plugin's RSS is read")
     args = p.parse_args(argv)
     print(machine())
-    for runtime in [r for r in RUNTIMES if not args.runtime or r.name in args.runtime]:
+    for runtime in chosen_runtimes(args):
         _bench_runtime(runtime, args)
 
 
