@@ -92,15 +92,8 @@ def bench_dpdk(tmp: Path) -> None:
         return
     envs = DpdkEnvs(tmp / "run", tmp / "huge")
     env = envs.prepare("bench-health", [])
-    proc = testpmd.start(
-        build,
-        env.mounts[:1],
-        ["-l", "0-1", *env.eal_args, "--vdev=net_null0", "--vdev=net_null1"],
-        ["--auto-start", "--forward-mode=io", "--total-num-mbufs=16384", "--record-core-cycles"],
-        tmp / "health.log",
-    )
+    proc = testpmd.start_io_forwarding(build, env, tmp / "health.log")
     try:
-        testpmd.wait_telemetry(env.telemetry_socket, proc, tmp / "health.log")
         mon = HealthMonitor()
         times = []
         for _ in range(POLLS):

@@ -141,16 +141,8 @@ def test_vpp_buffer_pools_feed_the_same_view(make_standin, short_tmp: Path) -> N
 def test_health_of_real_testpmd_and_cleanup(build, short_tmp: Path, caplog) -> None:
     envs = DpdkEnvs(short_tmp / "run", short_tmp / "huge")
     env = envs.prepare(POD_A, [])
-    proc = testpmd.start(
-        build,
-        env.mounts[:1],  # --no-huge: no hugepage mount needed (and /dev must stay the host's)
-        ["-l", "0-1", *env.eal_args, "--vdev=net_null0", "--vdev=net_null1"],
-        ["--auto-start", "--forward-mode=io", "--total-num-mbufs=16384", "--record-core-cycles"],
-        short_tmp / "testpmd.log",
-    )
+    proc = testpmd.start_io_forwarding(build, env, short_tmp / "testpmd.log")
     try:
-        # The telemetry socket is inside the pod's runtime folder: EAL saw it as /var/run/dpdk.
-        testpmd.wait_telemetry(env.telemetry_socket, proc, short_tmp / "testpmd.log")
         mon = HealthMonitor()
         mon.poll_dpdk(POD_A, env.telemetry_socket)
         time.sleep(1.1)  # past the stall window: lcore cycles must have advanced

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vm_side.dpdk_env import DpdkPodEnv
 from vm_side.dpdk_health import DpdkSample, Telemetry, TelemetryUnavailable, read_sample
 from vm_side.runtime_model import Mount
 
@@ -95,6 +96,25 @@ def start(
     with log.open("wb") as out:
         # Without -i, testpmd forwards until its stdin has a line or EOF: keep a pipe open.
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.PIPE)
+
+
+def start_io_forwarding(build: TestpmdBuild, env: DpdkPodEnv, log: Path) -> subprocess.Popen[bytes]:
+    """A healthy DPDK app: io forwarding between two null ports with lcore cycles recorded, given only the
+    pod's runtime folder (--no-huge: no hugepage mount, and /dev stays the host's). Returns once the
+    telemetry socket, in that folder since EAL sees it as /var/run/dpdk, answers."""
+    proc = start(
+        build,
+        env.mounts[:1],
+        ["-l", "0-1", *env.eal_args, "--vdev=net_null0", "--vdev=net_null1"],
+        ["--auto-start", "--forward-mode=io", "--total-num-mbufs=16384", "--record-core-cycles"],
+        log,
+    )
+    try:
+        wait_telemetry(env.telemetry_socket, proc, log)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
 
 
 def wait_telemetry(
