@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 import random
 import signal
-import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 
+from tests.soak.background import Background
 from tests.soak.system import SoakSystem
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ class Fault(StrEnum):
 ALL_FAULTS: tuple[Fault, ...] = tuple(Fault)
 
 
-class Chaos:
+class Chaos(Background):
     """Runs until `stop()`; `counts` says how many faults of each kind were injected."""
 
     def __init__(
@@ -41,6 +41,7 @@ class Chaos:
         gap_s: tuple[float, float] = (1.0, 4.0),
         hold_s: tuple[float, float] = (0.3, 3.0),
     ) -> None:
+        super().__init__("chaos", join_s=120)
         self.system = system
         self.rng = rng
         self.faults = tuple(faults)
@@ -48,15 +49,6 @@ class Chaos:
         self.hold_s = hold_s
         self.counts: Counter[Fault] = Counter()
         self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="chaos", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(120)
 
     def _run(self) -> None:
         # Rounds of every fault once, each round shuffled: even a short soak injects every kind.

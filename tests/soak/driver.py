@@ -23,6 +23,7 @@ from cri_api.v1 import api_pb2
 from contract.host_api import HostCallError
 from host_side.backends.sim import netdev_prefix
 from testbed.containerd import Containerd, pod_config, run_pod, stop_and_remove_pod
+from tests.soak.background import Background
 from tests.soak.chaos import ALL_FAULTS, Chaos, Fault
 from tests.soak.invariants import LivePod, Snapshot, check, double_leases
 from tests.soak.system import SoakSystem
@@ -163,23 +164,14 @@ def _remove(system: SoakSystem, pod_id: str, until: float) -> None:
             time.sleep(0.5)
 
 
-class _LeaseWatch:
+class _LeaseWatch(Background):
     """No VF leased to two pods at any moment: the host's lease table, polled while the churn runs."""
 
     def __init__(self, system: SoakSystem, report: SoakReport) -> None:
+        super().__init__("lease-watch", join_s=30)
         self.system = system
         self.report = report
         self.found: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lease-watch", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(30)
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
