@@ -114,46 +114,22 @@ def bench_dpdk(tmp: Path) -> None:
 
 def bench_memif(build: testpmd.TestpmdBuild, tmp: Path, envs: DpdkEnvs) -> None:
     wiring = memif_wiring(tmp / "memif", "bench-pod", 1)
-    env = dict(wiring.env)
-    host_socket = Path(wiring.mounts[0].source) / Path(env["VFHOTPLUG_MEMIF_SOCKET"]).name
-    host_socket.parent.mkdir(parents=True, exist_ok=True)
     side, pod = envs.prepare("bench-vpp-side", []), envs.prepare("bench-pod", [])
-    vdev = f"--vdev=net_memif0,role=server,id=0,socket={host_socket},socket-abstract=no"
-    server = testpmd.start(
-        build,
-        side.mounts[:1],
-        ["-l", "0,1", "--main-lcore", "0", *side.eal_args, vdev],
-        ["--auto-start", "--forward-mode=rxonly", "--total-num-mbufs=16384"],
-        tmp / "server.log",
-    )
-    client = None
     try:
-        testpmd.wait_telemetry(side.telemetry_socket, server, tmp / "server.log")
-        client = testpmd.start(
-            build,
-            (*pod.mounts[:1], *wiring.mounts),
-            ["-l", "1,0", "--main-lcore", "1", *pod.eal_args]
-            + [f"--vdev={v}" for v in env["VFHOTPLUG_MEMIF_DPDK_VDEVS"].split()],
-            ["--auto-start", "--forward-mode=txonly", "--txpkts=64", "--total-num-mbufs=16384"],
-            tmp / "client.log",
-        )
-        testpmd.wait_telemetry(pod.telemetry_socket, client, tmp / "client.log")
-        tel = Telemetry(side.telemetry_socket)
-        deadline = time.monotonic() + 15
-        while _ipackets(tel) == 0 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        start, t0 = _ipackets(tel), time.monotonic()
-        time.sleep(RATE_WINDOW_S)
-        rate = (_ipackets(tel) - start) / (time.monotonic() - t0)
-        tel.close()
+        with testpmd.memif_pair(build, side, pod, wiring, tmp):
+            tel = Telemetry(side.telemetry_socket)
+            deadline = time.monotonic() + 15
+            while _ipackets(tel) == 0 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            start, t0 = _ipackets(tel), time.monotonic()
+            time.sleep(RATE_WINDOW_S)
+            rate = (_ipackets(tel) - start) / (time.monotonic() - t0)
+            tel.close()
         print(
             "memif: 64-byte packets, pod testpmd -> VPP-side testpmd via the pod's mount/env: "
             f"{rate / 1e6:.2f} Mpps"
         )
     finally:
-        if client is not None:
-            testpmd.stop(client)
-        testpmd.stop(server)
         envs.cleanup(side)
         envs.cleanup(pod)
 

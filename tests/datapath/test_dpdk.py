@@ -204,32 +204,9 @@ def test_two_testpmd_over_memif_with_the_pods_mount_and_env(short_tmp: Path) -> 
     assert NEWEST is not None
     memif_dir = short_tmp / "memif"
     wiring = memif_wiring(memif_dir, POD_A, 1)
-    env = dict(wiring.env)
     envs = DpdkEnvs(short_tmp / "run", short_tmp / "huge")
     vpp_side, pod = envs.prepare(POD_B, []), envs.prepare(POD_A, [])
-    host_socket = Path(wiring.mounts[0].source) / Path(env["VFHOTPLUG_MEMIF_SOCKET"]).name
-    host_socket.parent.mkdir(parents=True)
-    server = testpmd.start(  # VPP's role: memif server on the host path
-        NEWEST,
-        vpp_side.mounts[:1],
-        ["-l", "0,1", "--main-lcore", "0", *vpp_side.eal_args,
-         f"--vdev=net_memif0,role=server,id=0,socket={host_socket},socket-abstract=no"],
-        ["--auto-start", "--forward-mode=rxonly", "--total-num-mbufs=16384"],
-        short_tmp / "server.log",
-    )  # fmt: skip
-    client = None
-    try:
-        testpmd.wait_telemetry(vpp_side.telemetry_socket, server, short_tmp / "server.log")
-        # The pod's role: only what the pod gets (its mounts, and the vdevs from its env).
-        client = testpmd.start(
-            NEWEST,
-            (*pod.mounts[:1], *wiring.mounts),
-            ["-l", "1,0", "--main-lcore", "1", *pod.eal_args,
-             *(f"--vdev={v}" for v in env["VFHOTPLUG_MEMIF_DPDK_VDEVS"].split())],
-            ["--auto-start", "--forward-mode=txonly", "--txpkts=64", "--total-num-mbufs=16384"],
-            short_tmp / "client.log",
-        )  # fmt: skip
-        testpmd.wait_telemetry(pod.telemetry_socket, client, short_tmp / "client.log")
+    with testpmd.memif_pair(NEWEST, vpp_side, pod, wiring, short_tmp):
         tel = Telemetry(vpp_side.telemetry_socket)
         deadline = time.monotonic() + 15
         while (tel.query("/ethdev/stats,0") or {}).get("ipackets", 0) == 0:
@@ -237,7 +214,3 @@ def test_two_testpmd_over_memif_with_the_pods_mount_and_env(short_tmp: Path) -> 
             time.sleep(0.2)
         assert json.dumps(tel.query("/ethdev/link_status,0")).find("UP") >= 0
         tel.close()
-    finally:
-        if client is not None:
-            testpmd.stop(client)
-        testpmd.stop(server)

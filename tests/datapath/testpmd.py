@@ -10,13 +10,15 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from vm_side.dpdk_env import DpdkPodEnv
 from vm_side.dpdk_health import DpdkSample, Telemetry, TelemetryUnavailable, read_sample
 from vm_side.runtime_model import Mount
+from vm_side.vpp_pod import MemifWiring
 
 REPO = Path(__file__).resolve().parents[2]
 TRIXIE = REPO / "build" / "dpdk" / "trixie" / "fs"
@@ -115,6 +117,43 @@ def start_io_forwarding(build: TestpmdBuild, env: DpdkPodEnv, log: Path) -> subp
         stop(proc)
         raise
     return proc
+
+
+@contextmanager
+def memif_pair(
+    build: TestpmdBuild, side: DpdkPodEnv, pod: DpdkPodEnv, wiring: MemifWiring, logs: Path
+) -> Iterator[None]:
+    """VPP's role played by a testpmd memif server (rxonly) on the host path of the pod's socket, and the
+    pod's testpmd (txonly) given only what the pod gets: its mounts and the vdevs from its env. Both answer
+    telemetry inside the block; both are stopped after it."""
+    env = dict(wiring.env)
+    host_socket = Path(wiring.mounts[0].source) / Path(env["VFHOTPLUG_MEMIF_SOCKET"]).name
+    host_socket.parent.mkdir(parents=True, exist_ok=True)
+    server = start(
+        build,
+        side.mounts[:1],
+        ["-l", "0,1", "--main-lcore", "0", *side.eal_args,
+         f"--vdev=net_memif0,role=server,id=0,socket={host_socket},socket-abstract=no"],
+        ["--auto-start", "--forward-mode=rxonly", "--total-num-mbufs=16384"],
+        logs / "server.log",
+    )  # fmt: skip
+    client = None
+    try:
+        wait_telemetry(side.telemetry_socket, server, logs / "server.log")
+        client = start(
+            build,
+            (*pod.mounts[:1], *wiring.mounts),
+            ["-l", "1,0", "--main-lcore", "1", *pod.eal_args,
+             *(f"--vdev={v}" for v in env["VFHOTPLUG_MEMIF_DPDK_VDEVS"].split())],
+            ["--auto-start", "--forward-mode=txonly", "--txpkts=64", "--total-num-mbufs=16384"],
+            logs / "client.log",
+        )  # fmt: skip
+        wait_telemetry(pod.telemetry_socket, client, logs / "client.log")
+        yield
+    finally:
+        if client is not None:
+            stop(client)
+        stop(server)
 
 
 def wait_telemetry(
