@@ -21,7 +21,7 @@ from host_side import pki
 from host_side.api.client import HostClient
 from host_side.api.wire import LeaseInfo
 from testbed.sysfs_tree import make_pf
-from testbed.waiting import free_port
+from testbed.waiting import eventually, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 VM = "vm-1"
@@ -38,6 +38,15 @@ def _wait(proc: subprocess.Popen[bytes], log: Path, ready: str, what: str, timeo
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"{what} not ready in {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def answers_health(admin: HostClient) -> bool:
+    """Whether the host service answers Health on this client now (not yet, or gone: False)."""
+    try:
+        admin.health(timeout_s=1)
+    except HostCallError:
+        return False
+    return True
 
 
 @dataclass
@@ -194,18 +203,15 @@ metrics_address = "127.0.0.1:{self.metrics_port}"
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.host_proc.poll() is not None:
+        proc = self.host_proc
+
+        def up() -> bool:
+            if proc.poll() is not None:
                 raise RuntimeError(f"vfhotplug-host exited:\n{log.read_text()[-3000:]}")
-            try:
-                with self.admin() as admin:
-                    admin.health(timeout_s=1)
-                return
-            except HostCallError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+            with self.admin() as admin:
+                return answers_health(admin)
+
+        eventually(up, 30, "vfhotplug-host's admin Health")
 
     def start_plugin(self, env: dict[str, str] | None = None) -> None:
         log = self.work / "nri.log"

@@ -8,7 +8,6 @@ inventory is a sysfs-shaped tree and VF settings are recorded, not applied. Real
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +24,8 @@ from host_side.backends.select import EmulatedNicSettings
 from host_side.metrics import Metrics
 from testbed.libvirt_vm import TestVm
 from testbed.sysfs_tree import make_pf
-from testbed.waiting import free_port
+from testbed.waiting import eventually, free_port
+from tests.stack import answers_health
 
 pytestmark = pytest.mark.libvirt
 
@@ -84,15 +84,7 @@ quota = 4
     )
     runner.start()
     admin = HostClient.unix(cfg.listen.admin_socket)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            admin.health(timeout_s=1)
-            break
-        except HostCallError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    eventually(lambda: answers_health(admin), 20, "the host service's admin Health")
     client = HostClient(
         f"127.0.0.1:{port}", ca=tmp / "pki/ca.pem", cert=tmp / "pki/vm-a.pem", key=tmp / "pki/vm-a.key"
     )
