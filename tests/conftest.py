@@ -4,6 +4,8 @@ test that uses the ``containerd`` fixture runs on each of them."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +15,14 @@ from testbed.containerd import RUNTIMES, Containerd, ContainerdError, Runtime
 from testbed.containerd.instance import start_instance
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temporary folder with a short path: a unix socket path under it must fit in 108 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="vfh-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", params=RUNTIMES, ids=[r.name for r in RUNTIMES])

@@ -3,8 +3,6 @@ the VPP API stand-in, and the ``Vpp`` adapter pointed at it."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,13 +11,6 @@ import pytest
 from tests.vpp_standin.server import API_DIR, MEMCLNT_DIR, VppStandin
 from vm_side.vpp import Vpp
 from vm_side.vpp_pod import VppPods
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="vfh-"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,13 +17,6 @@ from host_side.backends.base import lease_alias
 from testbed.waiting import free_port
 from tests.host.conftest import VMS, Pki, build_sysfs, write_config
 from tests.host.fake_service import launch
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    tmp = Path(tempfile.mkdtemp(prefix="vfh-"))  # a unix socket path must fit in 108 bytes
-    yield tmp
-    shutil.rmtree(tmp)
 
 
 def check_consistent(tmp: Path, admin: HostClient) -> None:

@@ -98,16 +98,6 @@ quota = 4
         hotplug.shutdown()
 
 
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    import shutil
-    import tempfile
-
-    path = Path(tempfile.mkdtemp(prefix="vfh-lv-"))  # the admin socket path must fit in 108 bytes
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def test_attach_and_release_over_mtls_show_in_the_guest(vm: TestVm, libvirtd: str, short_tmp: Path) -> None:
     with host_service(short_tmp, vm, libvirtd, mode="emulated-nic") as (client, admin):
         uid = str(uuid.uuid4())

@@ -96,13 +96,6 @@ def life_vm(libvirtd: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     guest.remove()
 
 
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="vfh-life-"))  # the admin socket path must fit in 108 bytes
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def vm_leases(admin: HostClient) -> list[LeaseInfo]:
     return [le for le in admin.list_leases() if le.vm == "vm-a"]
 
