@@ -1,6 +1,6 @@
 """The NRI path: RunPodSandbox through CRI on the real containerd, with and without vfhotplug (issue #11).
 
-`python -m tests.bench_pods [--containerd PREFIX] [--blocks N] [--pods N] [--rss-pods N]` as root after
+`python -m tests.bench_pods [--runtime NAME] [--blocks N] [--pods N] [--rss-pods N]` as root after
 `make testbeds`; PREFIX is a containerd test bed (default build/containerd, 1.7; e.g. build/containerd-2.1).
 Uses its own containerd instance. Every ratio comes from alternating blocks in one run (no plugin, plugin
 without demand, 1 VF from the warm pool, ...), so load drift on the machine hits every row alike. Prints the
