@@ -1,7 +1,7 @@
 """The NRI path: RunPodSandbox through CRI on the real containerd, with and without vfhotplug (issue #11).
 
 `python -m tests.bench_pods [--runtime NAME] [--blocks N] [--pods N] [--rss-pods N]` as root after
-`make testbeds`; PREFIX is a containerd test bed (default build/containerd, 1.7; e.g. build/containerd-2.1).
+`make testbeds`; NAME is a release of the test bed (default: every one).
 Uses its own containerd instance. Every ratio comes from alternating blocks in one run (no plugin, plugin
 without demand, 1 VF from the warm pool, ...), so load drift on the machine hits every row alike. Prints the
 machine, each figure beside its target, the plugin's per-phase breakdown from its log, and its RSS after
