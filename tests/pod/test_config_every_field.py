@@ -36,13 +36,23 @@ BASE: Table = {
     "vpp": {"socket": "vpp.sock", "api_dirs": ["api"], "memif_dir": "memif", "check_interval_s": 2},
     "dpdk": {"runtime_root": "dpdk", "hugepages": "huge"},
     "health": {"poll_interval_s": 5, "metrics_address": "127.0.0.1:9108"},
+    "cdi": {"spec_dir": "cdi"},
 }
 FIELDS = list(fields(config.parse, BASE, FILE))
 
 
 def test_the_base_loads_and_every_table_is_walked():
     assert refusal(config.parse, BASE, FILE) is None
-    assert {f.table for f in FIELDS} == {(), ("nri",), ("host",), ("pods",), ("vpp",), ("dpdk",), ("health",)}
+    assert {f.table for f in FIELDS} == {
+        (),
+        ("nri",),
+        ("host",),
+        ("pods",),
+        ("vpp",),
+        ("dpdk",),
+        ("health",),
+        ("cdi",),
+    }
     assert {f.dotted for f in FIELDS} >= set(leaves(BASE))  # and any field the loader adds later
 
 
